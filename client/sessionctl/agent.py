@@ -1,0 +1,230 @@
+"""The codetether agent's own rules, as pure functions shared by the client and the daemon.
+
+Everything here restates behaviour of the agent (see shared/spec/codetether-format.md): which
+files are sessions, where sessions directories are, how workspaces are compared, how a tail
+window is cut. Keeping it in one module means the daemon and the client's fallback scan can
+never disagree about them. Standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+AGENT_DIR_NAME = ".codetether-agent"
+SESSIONS_DIR_NAME = "sessions"
+REGISTRY_DIR_NAME = "session-locations"
+POINTER_SUFFIX = ".path"
+WORKSPACE_INDEX_NAME = ".workspace_index.json"
+LISTING_CACHE_NAME = ".listing_cache.json"
+_NOT_SESSIONS = frozenset({WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME})
+MAX_SESSION_ID_BYTES = 128
+
+
+# --- which files are sessions -------------------------------------------------------------
+
+
+def is_session_file_name(name: str) -> bool:
+    """The agent's listing rule: extension `json`, minus its two sidecar indexes and checkpoints.
+
+    Rust's `Path::extension` gives nothing for a bare dot-file such as `.json`, so that is no
+    session either.
+    """
+    if not name.endswith(".json") or name == ".json":
+        return False
+    return name not in _NOT_SESSIONS and not name.endswith(".checkpoint.json")
+
+
+def session_id_from_file_name(name: str) -> str:
+    return name[: -len(".json")]
+
+
+def is_valid_session_id(session_id: object) -> bool:
+    """`Session::session_path`'s check: 1..128 bytes of alphanumerics, `-` or `_`."""
+    if not isinstance(session_id, str) or not session_id:
+        return False
+    if len(session_id.encode("utf-8", "surrogatepass")) > MAX_SESSION_ID_BYTES:
+        return False
+    return all(ch.isalnum() or ch in "-_" for ch in session_id)
+
+
+# --- paths and workspaces ------------------------------------------------------------------
+
+
+def normalize_components(path: str) -> str:
+    """Spell a path the way Rust's `Path` compares it: repeated `/`, `.` parts and a trailing
+    `/` do not count (`..` does, and is kept)."""
+    if not path:
+        return path
+    absolute = path.startswith("/")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if path.startswith("./") and not absolute:
+        parts.insert(0, ".")
+    joined = "/".join(parts)
+    return "/" + joined if absolute else (joined or ".")
+
+
+def canonicalize(path: str) -> str:
+    """`std::fs::canonicalize(p).unwrap_or(p)`: resolve symlinks of an existing absolute path,
+    else keep the path as written (normalized as Rust compares paths)."""
+    if os.path.isabs(path):
+        try:
+            return os.path.realpath(path, strict=True)
+        except (OSError, ValueError):
+            pass
+    return normalize_components(path)
+
+
+def _env_value(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or not value.strip():
+        return None
+    return value
+
+
+def data_dir_override(env: Mapping[str, str]) -> str | None:
+    """`CODETETHER_DATA_DIR`, trimmed, when set and not blank."""
+    value = _env_value(env, "CODETETHER_DATA_DIR")
+    return value.strip() if value is not None else None
+
+
+def global_root(env: Mapping[str, str]) -> str | None:
+    """The folder holding the location registry: `CODETETHER_DATA_DIR` (raw) when set, else the
+    `directories` crate's data dir for `ai.codetether.codetether-agent` on Linux."""
+    override = _env_value(env, "CODETETHER_DATA_DIR")
+    if override is not None:
+        return override
+    xdg = env.get("XDG_DATA_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return os.path.join(xdg, "codetether-agent")
+    home = env.get("HOME")
+    if home:
+        return os.path.join(home, ".local", "share", "codetether-agent")
+    return None
+
+
+def registry_dir(env: Mapping[str, str]) -> str | None:
+    root = global_root(env)
+    return os.path.join(root, REGISTRY_DIR_NAME) if root else None
+
+
+def env_sessions_dir(env: Mapping[str, str]) -> str | None:
+    """Source 1 of interface §2: `$CODETETHER_DATA_DIR/sessions`."""
+    override = data_dir_override(env)
+    if override is None:
+        return None
+    return os.path.join(os.path.abspath(override), SESSIONS_DIR_NAME)
+
+
+def _is_unsafe_workspace_root(path: str, env: Mapping[str, str]) -> bool:
+    home = env.get("HOME", "")
+    return os.path.dirname(path) == path or path == "/" or (bool(home) and path == home)
+
+
+def workspace_sessions_dir(workspace: str, env: Mapping[str, str]) -> str:
+    """Source 4: the sessions folder the agent uses when started in `workspace` without
+    `CODETETHER_DATA_DIR`: the nearest ancestor (itself first) that has `.git` and is neither
+    `/` nor `$HOME`, else the workspace itself, plus `.codetether-agent/sessions`."""
+    current = workspace
+    while True:
+        if not _is_unsafe_workspace_root(current, env) and os.path.lexists(
+            os.path.join(current, ".git")
+        ):
+            return os.path.join(current, AGENT_DIR_NAME, SESSIONS_DIR_NAME)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    return os.path.join(workspace, AGENT_DIR_NAME, SESSIONS_DIR_NAME)
+
+
+def pointer_target_dir(content: bytes) -> str | None:
+    """The sessions folder named by a registry pointer (`<id>.path`), or None when the pointer
+    does not name an absolute `*.json` path."""
+    target = content.decode("utf-8", "replace").strip()
+    if not target or not os.path.isabs(target) or not target.endswith(".json"):
+        return None
+    return os.path.dirname(os.path.normpath(target))
+
+
+def read_registry(registry: str) -> list[str]:
+    """Every sessions folder named by the pointers in `registry` (deduplicated, sorted)."""
+    dirs: set[str] = set()
+    try:
+        names = os.listdir(registry)
+    except OSError:
+        return []
+    for name in names:
+        if not name.endswith(POINTER_SUFFIX):
+            continue
+        try:
+            with open(os.path.join(registry, name), "rb") as fh:
+                target = pointer_target_dir(fh.read(64 * 1024))
+        except OSError:
+            continue
+        if target:
+            dirs.add(target)
+    return sorted(dirs)
+
+
+def json_escaped(text: str) -> str:
+    """`text` as serde_json writes it inside a string (no quotes): raw UTF-8, `/` unescaped."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+# --- time ------------------------------------------------------------------------------------
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
+)
+
+
+def parse_rfc3339_ns(text: object) -> int | None:
+    """Nanoseconds since the epoch for an RFC 3339 time as chrono writes and reads it."""
+    if not isinstance(text, str):
+        return None
+    match = _RFC3339.match(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction = match.group(7) or ""
+    try:
+        moment = _dt.datetime(year, month, day, hour, minute, min(second, 59), tzinfo=_dt.UTC)
+    except ValueError:
+        return None
+    offset = 0
+    if match.group(9):
+        sign = 1 if match.group(9) == "+" else -1
+        offset = sign * (int(match.group(10)) * 3600 + int(match.group(11)) * 60)
+    whole = int(moment.timestamp()) + (second - min(second, 59)) - offset
+    return whole * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
+
+
+# --- tails and pages -------------------------------------------------------------------------
+
+
+def cut_tail(items: Sequence[T], window: int | None) -> tuple[list[T], int]:
+    """`with_tail_cap`: keep the last `window` elements; return them and how many were dropped."""
+    if window is None or window >= len(items):
+        return list(items), 0
+    kept = list(items[len(items) - window :]) if window > 0 else []
+    return kept, len(items) - len(kept)
+
+
+def classify_page(role: object, part_types: Sequence[object]) -> str:
+    """`PageKind::classify` for one message."""
+    if role in ("system", "developer"):
+        return "bootstrap"
+    if role == "tool" or "tool_result" in part_types:
+        return "evidence"
+    return "conversation"
+
+
+DEFAULT_SUMMARY_INDEX: dict[str, Any] = {"tree": [], "generation": 0, "lru_order": []}

@@ -1,0 +1,262 @@
+"""The sessiond wire protocol, sans I/O: one definition shared by the daemon, the client and tests.
+
+The protocol is UTF-8 JSON, one object per line, over a stream socket (interface §4,
+docs/protocol.md). This module only turns bytes into lines, checks decoded requests and builds
+response objects. It never touches a socket or a file, and it does not pick a JSON codec: the
+client uses the standard library's, the daemon msgspec. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sessionctl.agent import is_valid_session_id
+
+MAX_LINE_BYTES = 1 << 20
+"""A request line (without its newline) may be at most this long."""
+
+DEFAULT_LIST_LIMIT = 100
+DEFAULT_WAIT_TIMEOUT_S = 10.0
+MAX_WAIT_TIMEOUT_S = 600.0
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    TOO_LARGE = "too_large"
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+class Event(StrEnum):
+    """Event names streamed by the `watch` op."""
+
+    SESSION_SAVED = "session_saved"
+    SESSION_REMOVED = "session_removed"
+    UPLOAD_DONE = "upload_done"
+    UPLOAD_FAILED = "upload_failed"
+    RESCAN = "rescan"
+
+
+class ProtocolError(Exception):
+    """A request that cannot be served; becomes an error response with `code`."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- request fields ----------------------------------------------------------------------
+
+
+def _absolute_path(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be a non-empty string")
+    if "\x00" in value:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must not contain NUL")
+    if not value.startswith("/"):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be an absolute path")
+    return value
+
+
+def _session_id(name: str, value: Any) -> str:
+    if not is_valid_session_id(value):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"'{name}' must be 1-128 bytes of letters, digits, '-' or '_'",
+        )
+    return value
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be an integer >= 0")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be true or false")
+    return value
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be a number of seconds")
+    if value <= 0:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be greater than 0")
+    return min(float(value), MAX_WAIT_TIMEOUT_S)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    check: Callable[[str, Any], Any]
+    required: bool = False
+    default: Any = None
+
+
+_WINDOW = FieldSpec(_count)
+_SYNC = FieldSpec(_flag, default=False)
+_TIMEOUT = FieldSpec(_seconds, default=DEFAULT_WAIT_TIMEOUT_S)
+
+OPS: dict[str, dict[str, FieldSpec]] = {
+    "ping": {},
+    "resume": {
+        "workspace": FieldSpec(_absolute_path, required=True),
+        "window": _WINDOW,
+        "sync": _SYNC,
+    },
+    "get": {"id": FieldSpec(_session_id, required=True), "window": _WINDOW, "sync": _SYNC},
+    "list": {
+        "workspace": FieldSpec(_absolute_path),
+        "limit": FieldSpec(_count, default=DEFAULT_LIST_LIMIT),
+        "offset": FieldSpec(_count, default=0),
+        "sync": _SYNC,
+    },
+    "status": {},
+    "sync": {"timeout": _TIMEOUT},
+    "flush": {"timeout": _TIMEOUT},
+    "rescan": {},
+    "watch": {},
+}
+"""Every op and its request fields. Fields not named here are ignored, for compatibility."""
+
+_NO_REQ = object()
+
+
+@dataclass(frozen=True)
+class Request:
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+    req: Any = _NO_REQ
+
+    @property
+    def has_req(self) -> bool:
+        return self.req is not _NO_REQ
+
+
+def peek_req(obj: Any) -> Any:
+    """The `req` tag of a decoded request, even an invalid one, so errors can echo it."""
+    if isinstance(obj, Mapping) and "req" in obj:
+        return obj["req"]
+    return _NO_REQ
+
+
+def parse_request(obj: Any) -> Request:
+    """Check a decoded request object; raise ProtocolError(bad_request) when it is unusable."""
+    if not isinstance(obj, Mapping):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
+    op = obj.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a request needs a string 'op'")
+    spec = OPS.get(op)
+    if spec is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown op {op[:64]!r}")
+    args: dict[str, Any] = {}
+    for name, fspec in spec.items():
+        if name in obj and obj[name] is not None:
+            args[name] = fspec.check(name, obj[name])
+        elif fspec.required:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"op '{op}' needs field '{name}'")
+        else:
+            args[name] = fspec.default
+    return Request(op=op, args=args, req=peek_req(obj))
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+def _with_req(body: dict[str, Any], req: Any) -> dict[str, Any]:
+    if req is not _NO_REQ:
+        body["req"] = req
+    return body
+
+
+def ok_response(fields: Mapping[str, Any] | None = None, req: Any = _NO_REQ) -> dict[str, Any]:
+    body: dict[str, Any] = {"ok": True}
+    if fields:
+        body.update(fields)
+    return _with_req(body, req)
+
+
+def error_response(code: ErrorCode, message: str, req: Any = _NO_REQ) -> dict[str, Any]:
+    return _with_req({"ok": False, "error": {"code": str(code), "message": message}}, req)
+
+
+def event_message(event: Event, fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {"event": str(event), **fields}
+
+
+# --- framing -----------------------------------------------------------------------------
+
+
+class LineTooLarge(Exception):
+    """More than MAX_LINE_BYTES arrived without a newline."""
+
+
+class LineSplitter:
+    """Cuts a byte stream into lines (without the newline) and refuses a line over the limit.
+
+    `feed` returns the complete lines it found. When a line grows past the limit, `too_large`
+    becomes true: `feed` still returns the lines that came before it (so they can be answered)
+    and raises LineTooLarge on the next call, or at once when there were none.
+    `limit=None` accepts any length (a client reading large responses).
+    """
+
+    def __init__(self, limit: int | None = MAX_LINE_BYTES) -> None:
+        self._limit = limit
+        self._buffer = bytearray()
+        self.too_large = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.too_large:
+            raise LineTooLarge
+        self._buffer += data
+        lines: list[bytes] = []
+        start = 0
+        while not self.too_large:
+            end = self._buffer.find(b"\n", start)
+            if end < 0:
+                self.too_large = self._over_limit(len(self._buffer) - start)
+                break
+            if self._over_limit(end - start):
+                self.too_large = True
+                break
+            lines.append(bytes(self._buffer[start:end]))
+            start = end + 1
+        if self.too_large:
+            self._buffer.clear()
+            if not lines:
+                raise LineTooLarge
+        else:
+            del self._buffer[:start]
+        return lines
+
+    def _over_limit(self, length: int) -> bool:
+        return self._limit is not None and length > self._limit
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+# --- the client's codec (the daemon encodes with msgspec instead) -------------------------
+
+
+def encode_request(op: str, fields: Mapping[str, Any] | None = None, req: Any = _NO_REQ) -> bytes:
+    body: dict[str, Any] = {"op": op}
+    if fields:
+        body.update({k: v for k, v in fields.items() if v is not None})
+    _with_req(body, req)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_message(line: bytes) -> Any:
+    return json.loads(line.decode("utf-8"))

@@ -1,0 +1,67 @@
+"""`sessiond run | start | stop | doctor` (interface §3)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sessiond.config import LOG_FORMATS, ConfigError, Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--sessions-dir", action="append", metavar="DIR",
+                        help="serve this sessions folder (repeatable)")
+    common.add_argument("--no-discover", action="store_true",
+                        help="serve only the folders given, find no others")
+    common.add_argument("--socket", metavar="PATH", help="the Unix socket to listen on")
+    common.add_argument("--state-dir", metavar="DIR", help="where sessiond keeps its state")
+    common.add_argument("--config", metavar="FILE", help="the config file (TOML)")
+    common.add_argument("--log-format", choices=LOG_FORMATS, help="log line format")
+    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    common.add_argument("--no-workspace-index", action="store_true",
+                        help="never write the agent's .workspace_index.json")
+    common.add_argument("--no-listing-cache", action="store_true",
+                        help="never write the agent's .listing_cache.json")
+    parser = argparse.ArgumentParser(prog="sessiond", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", parents=[common], help="run in the foreground")
+    start = commands.add_parser("start", parents=[common], help="detach as a daemon")
+    start.add_argument("--pidfile", metavar="P")
+    stop = commands.add_parser("stop", parents=[common], help="stop the detached daemon")
+    stop.add_argument("--pidfile", metavar="P")
+    stop.add_argument("--timeout", type=float, default=30.0, metavar="S")
+    commands.add_parser("doctor", parents=[common], help="check the setup, say what to fix")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = dict(os.environ)
+    try:
+        settings = load_settings(args, env)
+    except ConfigError as exc:
+        print(f"sessiond: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "run":
+        return _run(settings, env)
+    if args.command == "start":
+        from sessiond.daemonize import start
+
+        return start(settings, env, args.pidfile, lambda: _run(settings, env))
+    if args.command == "stop":
+        from sessiond.daemonize import stop
+
+        return stop(settings, args.pidfile, args.timeout)
+    from sessiond.doctor import doctor
+
+    return doctor(settings, env)
+
+
+def _run(settings: Settings, env: dict[str, str]) -> int:
+    from sessiond.app import run_daemon
+    from sessiond.logs import configure
+
+    configure(settings.log_format, settings.log_level)
+    return run_daemon(settings, env)

@@ -1,0 +1,1 @@
+"""The index: decoding session files and answering questions about them."""

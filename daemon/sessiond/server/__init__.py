@@ -1,0 +1,1 @@
+"""The Unix socket server and its ops."""

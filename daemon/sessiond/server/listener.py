@@ -1,0 +1,97 @@
+"""The listening socket: a private folder, a stale socket cleared, a live one respected, and
+the peer's uid checked on every connection (interface §4)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import struct
+
+
+class SocketError(Exception):
+    """The socket cannot be set up; the message says what to fix."""
+
+
+def ensure_private_folder(folder: str) -> None:
+    """Create the socket's folder 0700, or refuse one that another user could get into."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.stat(folder)
+    except OSError as exc:
+        raise SocketError(f"cannot create socket folder {folder}: {exc.strerror}") from None
+    if st.st_uid != os.getuid():
+        raise SocketError(f"socket folder {folder} belongs to uid {st.st_uid}, not to you")
+    if stat.S_IMODE(st.st_mode) & 0o022:
+        raise SocketError(
+            f"socket folder {folder} is writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"run: chmod 700 {folder}"
+        )
+
+
+def socket_is_live(path: str, timeout: float = 0.5) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def bind_socket(path: str) -> socket.socket:
+    """A listening socket at `path`, mode 0600. A socket file left by a dead daemon is
+    replaced; one that still answers means another daemon runs, and that is an error."""
+    ensure_private_folder(os.path.dirname(path) or ".")
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise SocketError(f"{path} exists and is not a socket; remove it or choose --socket")
+        if socket_is_live(path):
+            raise SocketError(f"another sessiond is already serving {path}")
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the socket is born 0600, with no window where it is wider
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise SocketError(f"cannot bind {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(socket.SOMAXCONN)
+    sock.setblocking(False)
+    return sock
+
+
+def inherited_socket(env: dict[str, str] | None = None) -> socket.socket | None:
+    """The listening socket systemd passed by socket activation (`LISTEN_FDS`), if any."""
+    env = dict(os.environ) if env is None else env
+    if env.get("LISTEN_PID") not in (None, str(os.getpid())):
+        return None
+    try:
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    if count < 1:
+        return None
+    sock = socket.socket(fileno=3)  # SD_LISTEN_FDS_START
+    sock.setblocking(False)
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)  # not for our children
+    return sock
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end (SO_PEERCRED), or None if unknown."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSOCK, errno.EBADF):
+            return None
+        raise
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid

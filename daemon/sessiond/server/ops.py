@@ -1,0 +1,201 @@
+"""The ops of the socket protocol: each takes checked arguments and returns response fields.
+
+Handlers raise ProtocolError for an answer other than ok. Reads come straight from the index;
+anything that touches a file or waits runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sessionctl import __version__
+from sessionctl.agent import canonicalize, workspace_sessions_dir
+from sessionctl.protocol import DEFAULT_WAIT_TIMEOUT_S, ErrorCode, ProtocolError
+
+from sessiond.index.decode import InvalidSession, decode_session, windowed_session
+from sessiond.index.records import FileVersion, SessionRecord
+from sessiond.index.store import SessionIndex
+from sessiond.watch.indexer import Indexer
+
+WORKSPACE_RECHECK_S = 2.0  # how long "this workspace has no sessions folder" is believed
+Fields = dict[str, Any]
+
+
+class UploadStatus:
+    """What `status` and `flush` need from the history sink; the no-sink default."""
+
+    def status(self) -> Fields:
+        return {"enabled": False, "pending": 0, "in_flight": 0, "uploaded": 0, "failed": 0,
+                "last_error": None}
+
+    def flush(self, timeout: float) -> Fields:
+        return {"uploaded": 0, "failed": 0, "pending": 0, "timed_out": False}
+
+
+@dataclass
+class Ops:
+    index: SessionIndex
+    indexer: Indexer
+    env: Mapping[str, str]
+    uploads: UploadStatus = field(default_factory=UploadStatus)
+    discover: bool = True
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: float = field(default_factory=time.monotonic)
+    _workspace_checked: dict[str, float] = field(default_factory=dict)
+
+    def handler(self, op: str) -> Callable[[Fields], Awaitable[Fields]] | None:
+        return getattr(self, f"op_{op}", None)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def op_ping(self, args: Fields) -> Fields:
+        return {"version": __version__, "instance": self.instance, "seq": self.index.seq}
+
+    async def op_resume(self, args: Fields) -> Fields:
+        workspace = canonicalize(args["workspace"])
+        await self._serve_workspace(workspace, fresh=args["sync"])
+        if args["sync"]:
+            await self._barrier(None)
+        record = self.index.resume(workspace)
+        if record is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session for workspace {workspace}")
+        return await self._answer(record, args["window"])
+
+    async def op_get(self, args: Fields) -> Fields:
+        if args["sync"]:
+            await self._barrier(None)
+        record = self.index.get(args["id"])
+        if record is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {args['id']}")
+        return await self._answer(record, args["window"])
+
+    async def op_list(self, args: Fields) -> Fields:
+        workspace = args["workspace"]
+        if workspace is not None:
+            workspace = canonicalize(workspace)
+            await self._serve_workspace(workspace, fresh=args["sync"])
+        if args["sync"]:
+            await self._barrier(None)
+        records, total = self.index.list(workspace, args["limit"], args["offset"])
+        return {"source": "daemon", "sessions": [r.header_json() for r in records], "total": total}
+
+    async def op_status(self, args: Fields) -> Fields:
+        counts = self.index.counts()
+        roots = {r.path: r for r in self.indexer.roots()}
+        per_root = counts["roots"]
+        assert isinstance(per_root, dict)
+        return {
+            "instance": self.instance,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "seq": self.index.seq,
+            "sessions": counts["sessions"],
+            "workspaces": counts["workspaces"],
+            "roots": [
+                {
+                    "path": path,
+                    "sessions": per_root.get(path, 0),
+                    "watched": root.watched,
+                    "sources": sorted(str(s) for s in root.sources),
+                }
+                for path, root in sorted(roots.items())
+            ],
+            "uploads": self.uploads.status(),
+            "rescans": self.indexer.rescans,
+            "overflows": self.indexer.overflows,
+            "memory": {"rss_bytes": _rss_bytes()},
+        }
+
+    # --- barriers and actions -----------------------------------------------------------------
+
+    async def op_sync(self, args: Fields) -> Fields:
+        await self._barrier(args["timeout"])
+        return {"seq": self.index.seq}
+
+    async def op_flush(self, args: Fields) -> Fields:
+        deadline = time.monotonic() + args["timeout"]
+        await self._barrier(args["timeout"])
+        remaining = max(0.001, deadline - time.monotonic())
+        result = await asyncio.to_thread(self.uploads.flush, remaining)
+        if result.get("timed_out"):
+            raise ProtocolError(ErrorCode.TIMEOUT, f"uploads still pending after {args['timeout']}s")
+        return {"uploaded": result.get("uploaded", 0), "failed": result.get("failed", 0)}
+
+    async def op_rescan(self, args: Fields) -> Fields:
+        return await asyncio.wrap_future(self.indexer.rescan())
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _barrier(self, timeout: float | None) -> None:
+        limit = DEFAULT_WAIT_TIMEOUT_S if timeout is None else timeout
+        future, abandon = self.indexer.barrier()
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), limit)
+        except TimeoutError:
+            abandon()
+            raise ProtocolError(
+                ErrorCode.TIMEOUT, f"the index did not catch up within {limit}s"
+            ) from None
+
+    async def _serve_workspace(self, workspace: str, fresh: bool) -> None:
+        """Source 4 of interface §2: the asked workspace's own sessions folder, when it exists."""
+        if not self.discover:
+            return
+        now = time.monotonic()
+        checked = self._workspace_checked.get(workspace)
+        if not fresh and checked is not None and now - checked < WORKSPACE_RECHECK_S:
+            return
+        folder = await asyncio.to_thread(workspace_sessions_dir, workspace, self.env)
+        if len(self._workspace_checked) > 10_000:
+            self._workspace_checked.clear()
+        self._workspace_checked[workspace] = now
+        if not self.indexer.is_root(os.path.realpath(folder)) and os.path.isdir(folder):
+            await asyncio.wrap_future(self.indexer.ensure_root(folder))
+
+    async def _answer(self, record: SessionRecord, window: int | None) -> Fields:
+        if window is None:
+            return {
+                "source": "daemon",
+                "session_id": record.session_id,
+                "path": record.path,
+                "header": record.header_json(),
+            }
+        return await asyncio.to_thread(_windowed_answer, record, window)
+
+
+def _windowed_answer(record: SessionRecord, window: int) -> Fields:
+    """Read the file now and cut its tail; the header comes from the same read."""
+    try:
+        with open(record.path, "rb") as fh:
+            version = FileVersion.of(os.fstat(fh.fileno()))
+            decoded = decode_session(fh.read())
+    except (OSError, InvalidSession) as exc:
+        raise ProtocolError(
+            ErrorCode.NOT_FOUND, f"session {record.session_id} could not be read: {exc}"
+        ) from None
+    fresh = SessionRecord.from_decoded(record.path, record.root, version, decoded)
+    session, dropped = windowed_session(decoded, window)
+    return {
+        "source": "daemon",
+        "session_id": fresh.session_id,
+        "path": fresh.path,
+        "header": fresh.header_json(),
+        "session": session,
+        "dropped": dropped,
+        "file_bytes": version.size,
+    }
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+

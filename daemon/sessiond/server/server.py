@@ -1,0 +1,166 @@
+"""The socket server: connections, framing, dispatch, and errors that stay with their request.
+
+Each connection reads newline-framed requests and answers them in order. Nothing a client
+sends can stop the daemon serving others: bad input gets an error response, an oversized line
+gets `too_large` and the connection is closed, and a bug in a handler becomes an `internal`
+error with a logged traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import msgspec
+from sessionctl.protocol import (
+    ErrorCode,
+    LineSplitter,
+    LineTooLarge,
+    ProtocolError,
+    Request,
+    error_response,
+    ok_response,
+    parse_request,
+    peek_req,
+)
+
+from sessiond.logs import log_event
+from sessiond.server.events import EventHub
+from sessiond.server.listener import peer_uid
+from sessiond.server.ops import Ops
+
+READ_CHUNK = 256 * 1024
+SLOW_REQUEST_S = 0.1
+MAX_CONNECTIONS = 1024
+_encoder = msgspec.json.Encoder()
+
+
+def encode_line(message: Any) -> bytes:
+    return _encoder.encode(message) + b"\n"
+
+
+class Server:
+    def __init__(self, ops: Ops, hub: EventHub, ready: asyncio.Event) -> None:
+        self._ops = ops
+        self._hub = hub
+        self._ready = ready
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=READ_CHUNK)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            if not self._admit(writer):
+                return
+            await self._converse(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log_event("connection_error", logging.ERROR, exc_info=True)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        sock = writer.get_extra_info("socket")
+        uid = peer_uid(sock) if sock is not None else None
+        if uid is not None and uid != os.getuid():
+            log_event("peer_refused", logging.WARNING, peer_uid=uid)
+            writer.write(encode_line(error_response(ErrorCode.BAD_REQUEST, "peer uid refused")))
+            return False
+        if len(self._connections) > MAX_CONNECTIONS:
+            message = f"too many connections (limit {MAX_CONNECTIONS})"
+            writer.write(encode_line(error_response(ErrorCode.UNAVAILABLE, message)))
+            return False
+        return True
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        splitter = LineSplitter()
+        while True:
+            data = await reader.read(READ_CHUNK)
+            if not data:
+                return
+            try:
+                lines = splitter.feed(data)
+            except LineTooLarge:
+                lines = []
+            for line in lines:
+                request, reply = await self._handle(line)
+                writer.write(reply)
+                await writer.drain()
+                if request is not None and request.op == "watch":
+                    await self._stream_events(reader, writer)
+                    return
+            if splitter.too_large:
+                message = "request line longer than 1 MiB"
+                writer.write(encode_line(error_response(ErrorCode.TOO_LARGE, message)))
+                await writer.drain()
+                return
+
+    async def _handle(self, line: bytes) -> tuple[Request | None, bytes]:
+        """Answer one request line; never raises."""
+        req: Any = None
+        started = time.monotonic()
+        request: Request | None = None
+        try:
+            try:
+                obj = msgspec.json.decode(line)
+            except msgspec.DecodeError as exc:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid JSON: {exc}") from None
+            req = peek_req(obj)
+            request = parse_request(obj)
+            if not self._ready.is_set():
+                await self._ready.wait()
+            handler = self._ops.handler(request.op)
+            if handler is None or request.op == "watch":
+                return request, encode_line(ok_response(req=req))
+            fields = await handler(request.args)
+            reply = encode_line(ok_response(fields, req=request.req))
+        except ProtocolError as exc:
+            return request, encode_line(error_response(exc.code, exc.message, req=req))
+        except Exception as exc:
+            log_event("request_failed", logging.ERROR, op=getattr(request, "op", None),
+                      error=repr(exc)[:200], exc_info=True)
+            return None, encode_line(error_response(ErrorCode.INTERNAL, "internal error", req=req))
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW_REQUEST_S and request.op not in ("sync", "flush", "rescan"):
+            log_event("slow_request", logging.WARNING, op=request.op,
+                      duration_ms=round(elapsed * 1000, 1))
+        return request, reply
+
+    async def _stream_events(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        queue = self._hub.subscribe()
+        closed = asyncio.ensure_future(reader.read(1))  # any input or EOF ends the stream
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if closed in done:
+                    getter.cancel()
+                    return
+                message = getter.result()
+                if self._hub.is_closed(message):
+                    return
+                writer.write(encode_line(message))
+                await writer.drain()
+        finally:
+            closed.cancel()
+            self._hub.unsubscribe(queue)

@@ -1,0 +1,115 @@
+"""A session file's history object: what the agent would upload, byte for byte.
+
+The agent uploads `serde_json::to_string(msg) + "\\n"` for each message (format §5.2), and those
+lines are exactly the elements of `messages` in the compact file it saves (§2.5). So for the
+agent's own files we slice each element's bytes out of the file (`msgspec.Raw`) and never
+re-encode. A Codex import is pretty-printed in place; its messages are re-encoded with the
+agent's rules (compact, raw UTF-8, `/` unescaped), which `json.dumps` below reproduces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import msgspec
+
+# serde_json writes every message starting with its first field, the role, as a string.
+_COMPACT_START = b'{"role":"'
+# Whitespace that compact serde_json never writes outside strings, and escapes inside them.
+_PRETTY_MARKS = (b"\n", b"\r", b"\t")
+
+
+class _Document(msgspec.Struct):
+    """The two fields the history needs; the rest of the file is checked for syntax only."""
+
+    id: str
+    messages: list[msgspec.Raw]
+
+
+_DECODER = msgspec.json.Decoder(_Document)
+
+
+class UnreadableSession(Exception):
+    """The file is not a whole session (torn, truncated, garbage): never upload it."""
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What identifies one version of a file without reading it (compared on start)."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStat:
+        return cls(ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class History:
+    body: bytes
+    fingerprint: str
+    stat: FileStat
+    messages: int
+    reencoded: bool
+
+
+def fingerprint(body: bytes) -> str:
+    """The ledger's record of an object's content."""
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def stat_file(path: str) -> FileStat | None:
+    try:
+        return FileStat.of(os.stat(path))
+    except OSError:
+        return None
+
+
+def read_history(path: str) -> History:
+    """Read the session file at `path` and build its history object.
+
+    Raises UnreadableSession when the file does not decode, OSError when it cannot be read.
+    """
+    with open(path, "rb") as fh:
+        stat = FileStat.of(os.fstat(fh.fileno()))
+        data = fh.read()
+    body, reencoded, count = history_body(data)
+    return History(
+        body=body, fingerprint=fingerprint(body), stat=stat, messages=count, reencoded=reencoded
+    )
+
+
+def history_body(data: bytes) -> tuple[bytes, bool, int]:
+    """`(body, reencoded, message_count)` for the session document `data`."""
+    try:
+        doc = _DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UnreadableSession(f"not a whole session document: {exc}") from None
+    pretty = any(mark in data for mark in _PRETTY_MARKS)
+    pieces: list[bytes | memoryview] = []
+    reencoded = False
+    for number, raw in enumerate(doc.messages):
+        view = memoryview(raw)
+        if view[:1] != b"{":
+            raise UnreadableSession(f"message {number} is not a JSON object")
+        if pretty or view[: len(_COMPACT_START)] != _COMPACT_START:
+            pieces.append(agent_encode(msgspec.json.decode(view)))
+            reencoded = True
+        else:
+            pieces.append(view)  # the agent's own bytes; b"".join copies them once
+        pieces.append(b"\n")
+    return b"".join(pieces), reencoded, len(doc.messages)
+
+
+def agent_encode(value: object) -> bytes:
+    """serde_json's compact form (format §2.5): no spaces, raw UTF-8, `/` as is."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: the agent cannot load such a file either
+        raise UnreadableSession("a string holds a lone surrogate") from None

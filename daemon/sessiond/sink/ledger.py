@@ -1,0 +1,165 @@
+"""The upload ledger: what was last uploaded for each session, kept in the state folder.
+
+On start the sink compares each session's file with its ledger entry and queues those that
+differ, so a crash, a restart or an outage loses nothing and an unchanged session is not sent
+again (interface §6). Losing an entry only costs one extra upload, never a missed one, so the
+file is written atomically but lazily, and a corrupt or foreign file is rebuilt, never trusted
+(interface §8).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+
+import msgspec
+
+from sessiond.logs import log_event
+
+LEDGER_NAME = "uploads.ledger"
+_FORMAT = "sessiond-upload-ledger"
+_VERSION = 1
+
+
+class LedgerEntry(msgspec.Struct, frozen=True):
+    fp: str  # fingerprint of the uploaded body
+    bytes: int
+    ino: int  # the session file this body was read from, to skip re-reading it on start
+    size: int
+    mtime_ns: int
+    at: float  # wall-clock time of the upload
+
+
+class _LedgerFile(msgspec.Struct):
+    format: str
+    version: int
+    target: str
+    entries: dict[str, LedgerEntry]
+
+
+_DECODER = msgspec.json.Decoder(_LedgerFile)
+_ENCODER = msgspec.json.Encoder()
+
+
+class Ledger:
+    """Thread-safe map session id -> LedgerEntry, persisted to `<state_dir>/uploads.ledger`.
+
+    `target` names the destination (endpoint, bucket, prefix): a ledger written for another
+    destination says nothing about this one, so it is treated as foreign.
+    """
+
+    def __init__(self, state_dir: str, target: str) -> None:
+        self.path = os.path.join(state_dir, LEDGER_NAME)
+        self._target = target
+        self._entries: dict[str, LedgerEntry] = {}
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._dirty = False
+        self._closed = False
+
+    def load(self) -> None:
+        """Read the file; start empty (and log why) when it is missing, corrupt or foreign."""
+        try:
+            with open(self.path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._rebuild(f"unreadable: {exc.strerror or type(exc).__name__}")
+            return
+        try:
+            doc = _DECODER.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self._rebuild("corrupt")
+            return
+        if doc.format != _FORMAT or doc.version != _VERSION:
+            self._rebuild("foreign format")
+        elif doc.target != self._target:
+            self._rebuild("written for another endpoint, bucket or prefix")
+        else:
+            with self._lock:
+                self._entries = dict(doc.entries)
+
+    def _rebuild(self, reason: str) -> None:
+        log_event("ledger_rebuilt", logging.WARNING, path=self.path, reason=reason)
+        with self._lock:
+            self._entries = {}
+            self._dirty = True  # replace the bad file at the next persist
+
+    # --- entries --------------------------------------------------------------------------
+
+    def get(self, session_id: str) -> LedgerEntry | None:
+        with self._lock:
+            return self._entries.get(session_id)
+
+    def record(self, session_id: str, entry: LedgerEntry) -> None:
+        with self._lock:
+            if self._entries.get(session_id) != entry:
+                self._entries[session_id] = entry
+                self._dirty = True
+
+    def forget(self, session_ids: Iterable[str]) -> None:
+        with self._lock:
+            for session_id in session_ids:
+                if self._entries.pop(session_id, None) is not None:
+                    self._dirty = True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def persist(self) -> bool:
+        """Write the ledger if it changed; True when written. Raises OSError."""
+        with self._write_lock:
+            with self._lock:
+                if not self._dirty or self._closed:
+                    return False
+                doc = _LedgerFile(_FORMAT, _VERSION, self._target, dict(self._entries))
+                self._dirty = False
+            try:
+                atomic_write(self.path, _ENCODER.encode(doc))
+            except OSError:
+                self._dirty = True
+                raise
+            return True
+
+    def close(self) -> None:
+        """Write what is left; later records stay in memory only (a new sink owns the file)."""
+        try:
+            self.persist()
+        finally:
+            with self._lock:
+                self._closed = True
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write `data` to `path` by tmp + fsync + rename, so a crash leaves the old or the new."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,1 @@
+"""Finding sessions folders, watching them, and feeding the index."""

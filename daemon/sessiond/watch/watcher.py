@@ -1,0 +1,117 @@
+"""watchdog glue: one non-recursive inotify watch per folder, events handed on as plain tuples.
+
+The handler runs on watchdog's dispatch thread. It only filters and enqueues, and it never
+raises: an exception there would kill that thread and silently stop all watching.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import NamedTuple
+
+from watchdog.events import (
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
+
+from sessiond.logs import log_event
+
+# Reads (opened / closed-without-write) and in-progress writes (modified) are left out, so
+# reading a file, ours or anyone's, never floods the queue. A save arrives as a move, an
+# in-place write as created + closed.
+EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+
+class FsEvent(NamedTuple):
+    kind: str  # "changed" (created/closed/moved-to), "gone" (deleted/moved-from), "folder_gone"
+    path: str
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, folder: str, deliver: Callable[[FsEvent], None]) -> None:
+        self._folder = folder
+        self._deliver = deliver
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            self._translate(event)
+        except Exception:  # never let the dispatch thread die
+            log_event("watch_handler_error", logging.ERROR, folder=self._folder, exc_info=True)
+
+    def _translate(self, event: FileSystemEvent) -> None:
+        src = _text(event.src_path)
+        if event.is_directory:
+            if src == self._folder and event.event_type in ("deleted", "moved"):
+                self._deliver(FsEvent("folder_gone", src))
+            return
+        if event.event_type == "moved":
+            self._deliver(FsEvent("gone", src))
+            self._deliver(FsEvent("changed", _text(event.dest_path)))
+        elif event.event_type == "deleted":
+            self._deliver(FsEvent("gone", src))
+        else:
+            self._deliver(FsEvent("changed", src))
+
+
+def _text(path: str | bytes) -> str:
+    return path.decode("utf-8", "surrogateescape") if isinstance(path, bytes) else path
+
+
+class FolderWatcher:
+    """Watches folders (not recursively) and delivers their events to one callback."""
+
+    def __init__(self, deliver: Callable[[FsEvent], None]) -> None:
+        self._deliver = deliver
+        self._observer = Observer()
+        self._watches: dict[str, ObservedWatch] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._observer.daemon = True
+        self._observer.start()
+
+    def watch(self, folder: str) -> None:
+        """Start watching `folder`; raises OSError when it cannot be watched."""
+        with self._lock:
+            if folder in self._watches:
+                return
+            self._watches[folder] = self._observer.schedule(
+                _Handler(folder, self._deliver), folder, recursive=False, event_filter=EVENT_FILTER
+            )
+
+    def unwatch(self, folder: str) -> None:
+        with self._lock:
+            watch = self._watches.pop(folder, None)
+        if watch is not None:
+            try:
+                self._observer.unschedule(watch)
+            except (KeyError, OSError):
+                pass  # the kernel already dropped the watch with its folder
+
+    def is_watching(self, folder: str) -> bool:
+        with self._lock:
+            return folder in self._watches
+
+    def healthy(self) -> bool:
+        return self._observer.is_alive()
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
