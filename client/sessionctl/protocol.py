@@ -213,6 +213,7 @@ class LineSplitter:
     def __init__(self, limit: int | None = MAX_LINE_BYTES) -> None:
         self._limit = limit
         self._buffer = bytearray()
+        self._scanned = 0  # bytes already searched for a newline: a long line costs O(n)
         self.too_large = False
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -222,8 +223,9 @@ class LineSplitter:
         lines: list[bytes] = []
         start = 0
         while not self.too_large:
-            end = self._buffer.find(b"\n", start)
+            end = self._buffer.find(b"\n", max(start, self._scanned))
             if end < 0:
+                self._scanned = len(self._buffer)
                 self.too_large = self._over_limit(len(self._buffer) - start)
                 break
             if self._over_limit(end - start):
@@ -233,10 +235,12 @@ class LineSplitter:
             start = end + 1
         if self.too_large:
             self._buffer.clear()
+            self._scanned = 0
             if not lines:
                 raise LineTooLarge
         else:
             del self._buffer[:start]
+            self._scanned = max(0, self._scanned - start)
         return lines
 
     def _over_limit(self, length: int) -> bool:

@@ -50,8 +50,14 @@ class Daemon:
         ops = Ops(self.index, self.indexer, self.env, discover=self.settings.discover)
         self.indexer.add_listener(lambda kind, record: hub.publish(_index_event(kind, record)))
         sock = self._listening_socket()
-        log_event("start", pid=os.getpid(), socket=self.settings.socket, instance=ops.instance,
-                  roots=len(self.settings.sessions_dirs), discover=self.settings.discover)
+        log_event(
+            "start",
+            pid=os.getpid(),
+            socket=self.settings.socket,
+            instance=ops.instance,
+            roots=len(self.settings.sessions_dirs),
+            discover=self.settings.discover,
+        )
         started = time.monotonic()
         server = Server(ops, hub, ready)
         await server.start(sock)  # clients may connect now; they are answered once ready
@@ -63,8 +69,12 @@ class Daemon:
         ready.set()
         counts = self.index.counts()
         systemd.notify(f"READY=1\nSTATUS=serving {counts['sessions']} sessions")
-        log_event("ready", sessions=counts["sessions"], workspaces=counts["workspaces"],
-                  duration_ms=round((time.monotonic() - started) * 1000, 1))
+        log_event(
+            "ready",
+            sessions=counts["sessions"],
+            workspaces=counts["workspaces"],
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
         heartbeat = asyncio.create_task(self._heartbeat(ops))
         await self._stop.wait()
         log_event("stopping")
@@ -101,16 +111,30 @@ class Daemon:
             await asyncio.sleep(HEARTBEAT_S)
             status = await ops.op_status({})
             uploads = status["uploads"]
-            log_event("stats", sessions=status["sessions"], workspaces=status["workspaces"],
-                      rescans=status["rescans"], overflows=status["overflows"],
-                      rss_bytes=status["memory"]["rss_bytes"], uploads_pending=uploads["pending"],
-                      uploads_failed=uploads["failed"], healthy=self.indexer.healthy())
+            log_event(
+                "stats",
+                sessions=status["sessions"],
+                workspaces=status["workspaces"],
+                rescans=status["rescans"],
+                overflows=status["overflows"],
+                rss_bytes=status["memory"]["rss_bytes"],
+                uploads_pending=uploads["pending"],
+                uploads_failed=uploads["failed"],
+                healthy=self.indexer.healthy(),
+            )
 
 
 def _index_event(kind: str, record: SessionRecord) -> dict[str, object]:
     event = Event.SESSION_SAVED if kind == "saved" else Event.SESSION_REMOVED
-    return event_message(event, {"session_id": record.session_id, "path": record.path,
-                                 "mtime_ns": record.mtime_ns, "directory": record.directory})
+    return event_message(
+        event,
+        {
+            "session_id": record.session_id,
+            "path": record.path,
+            "mtime_ns": record.mtime_ns,
+            "directory": record.directory,
+        },
+    )
 
 
 def run_daemon(settings: Settings, env: Mapping[str, str]) -> int:

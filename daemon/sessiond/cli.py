@@ -11,19 +11,30 @@ from sessiond.config import LOG_FORMATS, ConfigError, Settings, load_settings
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--sessions-dir", action="append", metavar="DIR",
-                        help="serve this sessions folder (repeatable)")
-    common.add_argument("--no-discover", action="store_true",
-                        help="serve only the folders given, find no others")
+    common.add_argument(
+        "--sessions-dir",
+        action="append",
+        metavar="DIR",
+        help="serve this sessions folder (repeatable)",
+    )
+    common.add_argument(
+        "--no-discover", action="store_true", help="serve only the folders given, find no others"
+    )
     common.add_argument("--socket", metavar="PATH", help="the Unix socket to listen on")
     common.add_argument("--state-dir", metavar="DIR", help="where sessiond keeps its state")
     common.add_argument("--config", metavar="FILE", help="the config file (TOML)")
     common.add_argument("--log-format", choices=LOG_FORMATS, help="log line format")
     common.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    common.add_argument("--no-workspace-index", action="store_true",
-                        help="never write the agent's .workspace_index.json")
-    common.add_argument("--no-listing-cache", action="store_true",
-                        help="never write the agent's .listing_cache.json")
+    common.add_argument(
+        "--no-workspace-index",
+        action="store_true",
+        help="never write the agent's .workspace_index.json",
+    )
+    common.add_argument(
+        "--no-listing-cache",
+        action="store_true",
+        help="never write the agent's .listing_cache.json",
+    )
     parser = argparse.ArgumentParser(prog="sessiond", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", parents=[common], help="run in the foreground")

@@ -122,7 +122,9 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         settings.maintain_listing_cache = False
     settings.socket = os.path.abspath(settings.socket or default_socket_path(env))
     settings.state_dir = os.path.abspath(settings.state_dir or default_state_dir(env))
-    settings.sessions_dirs = [os.path.abspath(os.path.expanduser(d)) for d in settings.sessions_dirs]
+    settings.sessions_dirs = [
+        os.path.abspath(os.path.expanduser(d)) for d in settings.sessions_dirs
+    ]
     if settings.log_format not in LOG_FORMATS:
         raise ConfigError(f"log format must be one of {', '.join(LOG_FORMATS)}")
     return settings

@@ -39,10 +39,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def start(settings: Settings, env: Mapping[str, str], pidfile: str | None,
-          run: Callable[[], int]) -> int:
-    import daemon
+def start(
+    settings: Settings, env: Mapping[str, str], pidfile: str | None, run: Callable[[], int]
+) -> int:
     from daemon.pidfile import TimeoutPIDLockFile
+
+    import daemon
 
     pidfile = os.path.abspath(pidfile or default_pidfile(settings))
     if socket_is_live(settings.socket):

@@ -32,8 +32,10 @@ def _check_inotify(folders: int) -> list[str]:
     except (OSError, ValueError):
         return ["cannot read /proc/sys/fs/inotify/max_user_watches"]
     if folders + 16 > limit:
-        return [f"inotify allows {limit} watches but {folders} folders need watching; raise "
-                "fs.inotify.max_user_watches with sysctl"]
+        return [
+            f"inotify allows {limit} watches but {folders} folders need watching; raise "
+            "fs.inotify.max_user_watches with sysctl"
+        ]
     return []
 
 

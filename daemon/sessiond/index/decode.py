@@ -96,7 +96,9 @@ def _page_of(raw: msgspec.Raw) -> str:
         shape = _shape_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return message_page(msgspec.json.decode(raw))
-    return message_page({"role": shape.role, "content": [{"type": p.type} for p in shape.content or ()]})
+    return message_page(
+        {"role": shape.role, "content": [{"type": p.type} for p in shape.content or ()]}
+    )
 
 
 def windowed_session(decoded: DecodedSession, window: int) -> tuple[dict[str, Any], int]:

@@ -102,7 +102,9 @@ class SessionIndex:
             ]
             return max(matches, key=lambda r: r.resume_key, default=None)
 
-    def list(self, workspace: str | None, limit: int, offset: int) -> tuple[list[SessionRecord], int]:
+    def list(
+        self, workspace: str | None, limit: int, offset: int
+    ) -> tuple[list[SessionRecord], int]:
         """Sessions newest `updated_at` first, for one workspace or all; and their total."""
         key = _ALL if workspace is None else workspace
         with self._lock:
@@ -125,7 +127,9 @@ class SessionIndex:
         with self._lock:
             return {
                 "sessions": len(self._by_path),
-                "workspaces": len({r.workspaces[-1] for r in self._by_path.values() if r.workspaces}),
+                "workspaces": len(
+                    {r.workspaces[-1] for r in self._by_path.values() if r.workspaces}
+                ),
                 "roots": {root: len(paths) for root, paths in self._by_root.items()},
             }
 

@@ -31,8 +31,14 @@ class UploadStatus:
     """What `status` and `flush` need from the history sink; the no-sink default."""
 
     def status(self) -> Fields:
-        return {"enabled": False, "pending": 0, "in_flight": 0, "uploaded": 0, "failed": 0,
-                "last_error": None}
+        return {
+            "enabled": False,
+            "pending": 0,
+            "in_flight": 0,
+            "uploaded": 0,
+            "failed": 0,
+            "last_error": None,
+        }
 
     def flush(self, timeout: float) -> Fields:
         return {"uploaded": 0, "failed": 0, "pending": 0, "timed_out": False}
@@ -124,7 +130,9 @@ class Ops:
         remaining = max(0.001, deadline - time.monotonic())
         result = await asyncio.to_thread(self.uploads.flush, remaining)
         if result.get("timed_out"):
-            raise ProtocolError(ErrorCode.TIMEOUT, f"uploads still pending after {args['timeout']}s")
+            raise ProtocolError(
+                ErrorCode.TIMEOUT, f"uploads still pending after {args['timeout']}s"
+            )
         return {"uploaded": result.get("uploaded", 0), "failed": result.get("failed", 0)}
 
     async def op_rescan(self, args: Fields) -> Fields:
@@ -198,4 +206,3 @@ def _rss_bytes() -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
-

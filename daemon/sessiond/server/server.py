@@ -135,13 +135,19 @@ class Server:
         except ProtocolError as exc:
             return request, encode_line(error_response(exc.code, exc.message, req=req))
         except Exception as exc:
-            log_event("request_failed", logging.ERROR, op=getattr(request, "op", None),
-                      error=repr(exc)[:200], exc_info=True)
+            log_event(
+                "request_failed",
+                logging.ERROR,
+                op=getattr(request, "op", None),
+                error=repr(exc)[:200],
+                exc_info=True,
+            )
             return None, encode_line(error_response(ErrorCode.INTERNAL, "internal error", req=req))
         elapsed = time.monotonic() - started
         if elapsed > SLOW_REQUEST_S and request.op not in ("sync", "flush", "rescan"):
-            log_event("slow_request", logging.WARNING, op=request.op,
-                      duration_ms=round(elapsed * 1000, 1))
+            log_event(
+                "slow_request", logging.WARNING, op=request.op, duration_ms=round(elapsed * 1000, 1)
+            )
         return request, reply
 
     async def _stream_events(

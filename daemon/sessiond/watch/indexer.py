@@ -273,7 +273,9 @@ class Indexer:
     def _check_pending(self) -> None:
         self._last_pending_check = time.monotonic()
         with self._roots_lock:
-            pending = [(r.path, next(iter(r.sources))) for r in self._roots.values() if not r.watched]
+            pending = [
+                (r.path, next(iter(r.sources))) for r in self._roots.values() if not r.watched
+            ]
         for folder, source in pending:
             if os.path.isdir(folder):
                 self._add_root(folder, source)
