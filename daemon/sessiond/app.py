@@ -39,6 +39,7 @@ class Daemon:
         self.indexer = Indexer(
             self.index,
             Discovery(tuple(settings.sessions_dirs), settings.discover, env),
+            state_dir=settings.state_dir,
         )
         self._stop = asyncio.Event()
         self._owns_socket_file = False

@@ -4,7 +4,9 @@ file version they were read from."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import sys
+import time
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgspec
@@ -12,6 +14,9 @@ from sessionctl.agent import canonicalize, normalize_components
 from sessionctl.document import make_header
 
 from sessiond.index.decode import DecodedSession
+
+_INO_MASK = (1 << 64) - 1
+_encoder = msgspec.json.Encoder()
 
 
 class FileVersion(NamedTuple):
@@ -37,11 +42,39 @@ def workspace_keys(directory: str | None) -> tuple[str, ...]:
     return (written,) if written == canonical else (written, canonical)
 
 
+_keys_memo: dict[str, tuple[float, tuple[str, ...]]] = {}
+_KEYS_MEMO_TTL_S = 5.0  # a crawl canonicalizes each directory once, not once per session
+
+
+def shared_workspace_keys(directory: str | None) -> tuple[str, ...]:
+    """workspace_keys(), memoized briefly and shared between the sessions of one directory."""
+    if directory is None:
+        return ()
+    now = time.monotonic()
+    hit = _keys_memo.get(directory)
+    if hit is not None and now - hit[0] < _KEYS_MEMO_TTL_S:
+        return hit[1]
+    if len(_keys_memo) > 50_000:
+        _keys_memo.clear()
+    keys = tuple(sys.intern(k) for k in workspace_keys(directory))
+    _keys_memo[directory] = (now, keys)
+    return keys
+
+
+def shared(text: str | None) -> str | None:
+    """Directories, agents and models repeat across sessions: keep one copy of each."""
+    return None if text is None else sys.intern(text)
+
+
 @dataclass(slots=True, eq=False)
 class SessionRecord:
+    """Kept small (slots, shared strings, the file version as three ints): one per session."""
+
     path: str
     root: str
-    version: FileVersion
+    dev_ino: int
+    size: int
+    mtime_ns: int
     session_id: str
     title: str | None
     created_at: str
@@ -53,7 +86,6 @@ class SessionRecord:
     message_count: int
     tool_use_count: int
     workspaces: tuple[str, ...]
-    _header_json: msgspec.Raw | None = field(default=None, repr=False)
 
     @classmethod
     def from_decoded(
@@ -62,19 +94,21 @@ class SessionRecord:
         doc, meta = decoded.doc, decoded.meta
         return cls(
             path=path,
-            root=root,
-            version=version,
+            root=sys.intern(root),
+            dev_ino=version.dev << 64 | version.ino,
+            size=version.size,
+            mtime_ns=version.mtime_ns,
             session_id=doc.id,
             title=doc.title,
             created_at=doc.created_at,
             updated_at=doc.updated_at,
             updated_ns=decoded.updated_ns,
-            directory=meta.directory,
-            agent=doc.agent,
-            model=meta.model,
+            directory=shared(meta.directory),
+            agent=shared(doc.agent) or doc.agent,
+            model=shared(meta.model),
             message_count=len(doc.messages),
             tool_use_count=len(doc.tool_uses),
-            workspaces=workspace_keys(meta.directory),
+            workspaces=shared_workspace_keys(meta.directory),
         )
 
     @property
@@ -82,18 +116,18 @@ class SessionRecord:
         return os.path.basename(self.path)
 
     @property
-    def mtime_ns(self) -> int:
-        return self.version.mtime_ns
+    def version(self) -> FileVersion:
+        return FileVersion(self.dev_ino >> 64, self.dev_ino & _INO_MASK, self.size, self.mtime_ns)
 
     @property
     def resume_key(self) -> tuple[int, str, str]:
         """The agent's scan order: newest mtime first, ties to the greater file name."""
-        return (self.version.mtime_ns, self.file_name, self.path)
+        return (self.mtime_ns, self.file_name, self.path)
 
     @property
     def list_key(self) -> tuple[int, int, str]:
         """Listing order: newest `updated_at` as an instant, then newest file."""
-        return (self.updated_ns, self.version.mtime_ns, self.path)
+        return (self.updated_ns, self.mtime_ns, self.path)
 
     def header(self) -> dict[str, Any]:
         return make_header(
@@ -107,12 +141,10 @@ class SessionRecord:
             message_count=self.message_count,
             tool_use_count=self.tool_use_count,
             path=self.path,
-            file_bytes=self.version.size,
-            mtime_ns=self.version.mtime_ns,
+            file_bytes=self.size,
+            mtime_ns=self.mtime_ns,
         )
 
     def header_json(self) -> msgspec.Raw:
-        """The header encoded once per record, so hot reads copy bytes instead of encoding."""
-        if self._header_json is None:
-            self._header_json = msgspec.Raw(msgspec.json.encode(self.header()))
-        return self._header_json
+        """The header, encoded: responses embed it without another encoding pass."""
+        return msgspec.Raw(_encoder.encode(self.header()))

@@ -21,7 +21,9 @@ class SessionIndex:
         self._lock = threading.RLock()
         self._by_path: dict[str, SessionRecord] = {}
         self._by_root: defaultdict[str, set[str]] = defaultdict(set)
-        self._by_id: defaultdict[str, set[str]] = defaultdict(set)
+        # id -> path, or a tuple of paths in the rare case of one id in several folders:
+        # a set per session would cost more than the rest of its record.
+        self._by_id: dict[str, str | tuple[str, ...]] = {}
         self._by_workspace: defaultdict[str, set[str]] = defaultdict(set)
         self._best: dict[str, SessionRecord | None] = {}
         self._sorted: dict[str, list[SessionRecord]] = {}
@@ -37,7 +39,7 @@ class SessionIndex:
                 self._unlink(old)
             self._by_path[record.path] = record
             self._by_root[record.root].add(record.path)
-            self._by_id[record.session_id].add(record.path)
+            self._link_id(record.session_id, record.path)
             for key in record.workspaces:
                 self._by_workspace[key].add(record.path)
                 best = self._best.get(key)
@@ -62,11 +64,31 @@ class SessionIndex:
 
     def _unlink(self, record: SessionRecord) -> None:
         _discard(self._by_root, record.root, record.path)
-        _discard(self._by_id, record.session_id, record.path)
+        self._unlink_id(record.session_id, record.path)
         for key in record.workspaces:
             _discard(self._by_workspace, key, record.path)
             if self._best.get(key) is record:
                 del self._best[key]
+
+    def _link_id(self, session_id: str, path: str) -> None:
+        held = self._by_id.get(session_id)
+        if held is None or held == path:
+            self._by_id[session_id] = path
+        else:
+            paths = (held,) if isinstance(held, str) else held
+            self._by_id[session_id] = (*paths, path) if path not in paths else paths
+
+    def _unlink_id(self, session_id: str, path: str) -> None:
+        held = self._by_id.get(session_id)
+        if held == path:
+            del self._by_id[session_id]
+        elif isinstance(held, tuple):
+            rest = tuple(p for p in held if p != path)
+            self._by_id[session_id] = rest[0] if len(rest) == 1 else rest
+
+    def _paths_of_id(self, session_id: str) -> tuple[str, ...]:
+        held = self._by_id.get(session_id, ())
+        return (held,) if isinstance(held, str) else held
 
     # --- questions -----------------------------------------------------------------------
 
@@ -97,7 +119,7 @@ class SessionIndex:
         with self._lock:
             matches = [
                 r
-                for p in self._by_id.get(session_id, ())
+                for p in self._paths_of_id(session_id)
                 if (r := self._by_path[p]).file_name == f"{session_id}.json"
             ]
             return max(matches, key=lambda r: r.resume_key, default=None)
@@ -118,6 +140,10 @@ class SessionIndex:
                 ordered = sorted(pool, key=lambda r: r.list_key, reverse=True)
                 self._sorted[key] = ordered
             return ordered[offset : offset + limit], len(ordered)
+
+    def records(self) -> list[SessionRecord]:
+        with self._lock:
+            return list(self._by_path.values())
 
     def all_ids(self) -> set[str]:
         with self._lock:

@@ -18,9 +18,9 @@ from sessionctl import __version__
 from sessionctl.agent import canonicalize, workspace_sessions_dir
 from sessionctl.protocol import DEFAULT_WAIT_TIMEOUT_S, ErrorCode, ProtocolError
 
-from sessiond.index.decode import InvalidSession, decode_session, windowed_session
-from sessiond.index.records import FileVersion, SessionRecord
+from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
+from sessiond.index.tails import TailCache, TailUnavailable
 from sessiond.watch.indexer import Indexer
 
 WORKSPACE_RECHECK_S = 2.0  # how long "this workspace has no sessions folder" is believed
@@ -50,6 +50,7 @@ class Ops:
     indexer: Indexer
     env: Mapping[str, str]
     uploads: UploadStatus = field(default_factory=UploadStatus)
+    tails: TailCache = field(default_factory=TailCache)
     discover: bool = True
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.monotonic)
@@ -115,7 +116,7 @@ class Ops:
             "uploads": self.uploads.status(),
             "rescans": self.indexer.rescans,
             "overflows": self.indexer.overflows,
-            "memory": {"rss_bytes": _rss_bytes()},
+            "memory": {"rss_bytes": _rss_bytes(), "tail_cache": self.tails.stats()},
         }
 
     # --- barriers and actions -----------------------------------------------------------------
@@ -174,30 +175,19 @@ class Ops:
                 "path": record.path,
                 "header": record.header_json(),
             }
-        return await asyncio.to_thread(_windowed_answer, record, window)
-
-
-def _windowed_answer(record: SessionRecord, window: int) -> Fields:
-    """Read the file now and cut its tail; the header comes from the same read."""
-    try:
-        with open(record.path, "rb") as fh:
-            version = FileVersion.of(os.fstat(fh.fileno()))
-            decoded = decode_session(fh.read())
-    except (OSError, InvalidSession) as exc:
-        raise ProtocolError(
-            ErrorCode.NOT_FOUND, f"session {record.session_id} could not be read: {exc}"
-        ) from None
-    fresh = SessionRecord.from_decoded(record.path, record.root, version, decoded)
-    session, dropped = windowed_session(decoded, window)
-    return {
-        "source": "daemon",
-        "session_id": fresh.session_id,
-        "path": fresh.path,
-        "header": fresh.header_json(),
-        "session": session,
-        "dropped": dropped,
-        "file_bytes": version.size,
-    }
+        try:
+            tail = await asyncio.to_thread(self.tails.get, record, window)
+        except TailUnavailable as exc:
+            raise ProtocolError(ErrorCode.NOT_FOUND, str(exc)) from None
+        return {
+            "source": "daemon",
+            "session_id": tail.record.session_id,
+            "path": tail.record.path,
+            "header": tail.record.header_json(),
+            "session": tail.session,
+            "dropped": tail.dropped,
+            "file_bytes": tail.record.size,
+        }
 
 
 def _rss_bytes() -> int:

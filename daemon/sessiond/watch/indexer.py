@@ -20,8 +20,9 @@ from typing import Any
 
 from sessionctl.agent import POINTER_SUFFIX, is_session_file_name, pointer_target_dir
 
-from sessiond.index.decode import InvalidSession, decode_session
-from sessiond.index.records import FileVersion, SessionRecord
+from sessiond.index import header_cache
+from sessiond.index.loader import HeaderLoader, Outcome
+from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 from sessiond.watch.barrier import Barriers, is_cookie
@@ -30,6 +31,9 @@ from sessiond.watch.watcher import FolderWatcher, FsEvent
 
 PENDING_CHECK_S = 2.0  # how often folders that do not exist yet are looked for
 BATCH_MAX = 4096
+OVERFLOW_BACKOFF_MIN_S = 0.5  # after an overflow rescan, the next waits at least this long,
+OVERFLOW_BACKOFF_MAX_S = 30.0  # doubling while overflows keep coming, up to this
+CACHE_SAVE_INTERVAL_S = 60.0  # the persisted header cache is rewritten at most this often
 
 ChangeListener = Callable[[str, SessionRecord], None]
 
@@ -53,21 +57,30 @@ class Counts:
 
 
 class Indexer:
-    def __init__(self, index: SessionIndex, discovery: Discovery) -> None:
+    def __init__(
+        self, index: SessionIndex, discovery: Discovery, state_dir: str | None = None
+    ) -> None:
         self.index = index
         self._discovery = discovery
+        self._state_dir = state_dir
+        self._loader = HeaderLoader()
+        self._building = True  # no change notifications for what the initial build finds
+        self._cache_saved_seq = -1
+        self._cache_saved_at = 0.0
         self._queue: queue.SimpleQueue[FsEvent | _Call | None] = queue.SimpleQueue()
         self._watcher = FolderWatcher(self._queue.put)
         self._barriers = Barriers()
         self._roots: dict[str, Root] = {}
         self._roots_lock = threading.Lock()
-        self._invalid: dict[str, FileVersion] = {}
         self._listeners: list[ChangeListener] = []
         self._thread = threading.Thread(target=self._run, name="sessiond-indexer", daemon=True)
         self.ready = threading.Event()
         self.rescans = 0
         self.overflows = 0
         self._last_pending_check = 0.0
+        self._overflowed: set[str] = set()
+        self._overflow_backoff = 0.0
+        self._next_overflow_rescan = 0.0
 
     # --- lifecycle (any thread) -----------------------------------------------------------
 
@@ -83,6 +96,7 @@ class Indexer:
         self._queue.put(None)
         self._thread.join(timeout=10)
         self._watcher.stop()
+        self._save_cache(force=True)
 
     def healthy(self) -> bool:
         return self._thread.is_alive() and self._watcher.healthy()
@@ -140,7 +154,11 @@ class Indexer:
 
     def _run(self) -> None:
         started = time.monotonic()
+        if self._state_dir:
+            self._loader = HeaderLoader(header_cache.load(self._state_dir))
         self._initial_build()
+        self._loader.forget_cache()
+        self._building = False
         log_event(
             "index_built",
             sessions=self.index.counts()["sessions"],
@@ -148,11 +166,13 @@ class Indexer:
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         self.ready.set()
+        self._guarded(self._save_cache)
         while True:
             try:
-                item = self._queue.get(timeout=PENDING_CHECK_S)
+                item = self._queue.get(timeout=self._idle_timeout())
             except queue.Empty:
                 self._guarded(self._check_pending)
+                self._guarded(self._rescan_overflowed)
                 continue
             batch = [item]
             while len(batch) < BATCH_MAX:
@@ -163,8 +183,16 @@ class Indexer:
             if None in batch:
                 return
             self._guarded(lambda b=batch: self._process(b))
+            self._guarded(self._rescan_overflowed)
             if time.monotonic() - self._last_pending_check > PENDING_CHECK_S:
                 self._guarded(self._check_pending)
+            if time.monotonic() - self._cache_saved_at > CACHE_SAVE_INTERVAL_S:
+                self._guarded(self._save_cache)
+
+    def _idle_timeout(self) -> float:
+        if self._overflowed:
+            return max(0.0, min(PENDING_CHECK_S, self._next_overflow_rescan - time.monotonic()))
+        return PENDING_CHECK_S
 
     def _guarded(self, fn: Callable[[], Any]) -> None:
         # A bug in handling one batch must not stop indexing for good.
@@ -196,6 +224,8 @@ class Indexer:
                 if item.kind == "folder_gone":
                     flush()
                     self._folder_gone(item.path)
+                elif item.kind == "overflow":
+                    self._overflow(item.path)
                 elif is_cookie(item.path):
                     if item.kind == "changed":
                         flush()
@@ -244,6 +274,9 @@ class Indexer:
         if self._watcher.is_watching(registry) or not os.path.isdir(registry):
             return
         self._watcher.watch(registry)
+        self._read_registry(registry)
+
+    def _read_registry(self, registry: str) -> None:
         for name in sorted(os.listdir(registry)):
             if name.endswith(POINTER_SUFFIX):
                 self._read_pointer(os.path.join(registry, name))
@@ -282,6 +315,39 @@ class Indexer:
         if self._discovery.registry:
             self._watch_registry(self._discovery.registry)
 
+    # --- overflows ------------------------------------------------------------------------
+
+    def _overflow(self, folder: str) -> None:
+        if not self._overflowed:  # one kernel overflow reaches every watched folder at once
+            self.overflows += 1
+            log_event("overflow", logging.WARNING, count=self.overflows)
+        self._overflowed.add(folder)
+
+    def _rescan_overflowed(self) -> None:
+        """Rescan folders whose events were lost, at most once per backoff interval, so a storm
+        of overflows costs a bounded number of rescans."""
+        now = time.monotonic()
+        if not self._overflowed:
+            if now > self._next_overflow_rescan + OVERFLOW_BACKOFF_MAX_S:
+                self._overflow_backoff = 0.0  # quiet for a while: forget the storm
+            return
+        if now < self._next_overflow_rescan:
+            return
+        folders, self._overflowed = self._overflowed, set()
+        counts = Counts()
+        for folder in sorted(folders):
+            if self.is_root(folder):
+                self._scan_root(folder, counts)
+            elif folder == self._discovery.registry:
+                self._read_registry(folder)
+            self._barriers.release_folder(folder)  # its cookie events may be among the lost
+        self.rescans += 1
+        self._overflow_backoff = min(
+            OVERFLOW_BACKOFF_MAX_S, max(OVERFLOW_BACKOFF_MIN_S, self._overflow_backoff * 2)
+        )
+        self._next_overflow_rescan = time.monotonic() + self._overflow_backoff
+        log_event("rescan", reason="overflow", folders=len(folders), **counts.as_dict())
+
     # --- files ----------------------------------------------------------------------------
 
     def _rescan_all(self) -> dict[str, int]:
@@ -311,49 +377,44 @@ class Indexer:
         folder = os.path.dirname(path)
         if not self.is_root(folder):
             return
-        known = self.index.by_path(path)
-        try:
-            with open(path, "rb") as fh:
-                version = FileVersion.of(os.fstat(fh.fileno()))
-                if (known is not None and known.version == version) or self._invalid.get(
-                    path
-                ) == version:
-                    counts.unchanged += 1
-                    return
-                data = fh.read()
-        except FileNotFoundError:
-            self._drop(path, counts)
+        loaded = self._loader.load(path, folder, self.index.by_path(path))
+        if loaded.outcome in (Outcome.UNCHANGED, Outcome.STILL_INVALID):
+            counts.unchanged += 1
             return
-        except OSError as exc:
-            log_event("session_unreadable", logging.WARNING, path=path, error=str(exc))
-            self._drop(path, counts)
+        if loaded.record is not None:
+            old = self.index.upsert(loaded.record)
+            if old is None:
+                counts.added += 1
+            else:
+                counts.updated += 1
+            self._notify("saved", loaded.record)
             return
-        try:
-            decoded = decode_session(data)
-        except InvalidSession as exc:
-            self._invalid[path] = version
-            log_event("session_invalid", logging.WARNING, path=path, error=str(exc)[:200])
-            self._drop(path, counts)
+        if loaded.outcome is Outcome.INVALID:
             counts.invalid += 1
-            return
-        self._invalid.pop(path, None)
-        record = SessionRecord.from_decoded(path, folder, version, decoded)
-        old = self.index.upsert(record)
-        if old is None:
-            counts.added += 1
-        else:
-            counts.updated += 1
-        self._notify("saved", record)
-
-    def _drop(self, path: str, counts: Counts) -> None:
-        if not os.path.exists(path):
-            self._invalid.pop(path, None)
+            log_event("session_invalid", logging.WARNING, path=path, error=loaded.error)
+        elif loaded.outcome is Outcome.UNREADABLE:
+            log_event("session_unreadable", logging.WARNING, path=path, error=loaded.error)
         old = self.index.remove(path)
         if old is not None:
             counts.removed += 1
             self._notify("removed", old)
 
+    def _save_cache(self, force: bool = False) -> None:
+        """Persist the header cache when the index changed since the last save."""
+        self._cache_saved_at = time.monotonic()
+        if not self._state_dir or (self.index.seq == self._cache_saved_seq and not force):
+            return
+        seq = self.index.seq
+        try:
+            header_cache.save(self._state_dir, self.index.records())
+        except OSError as exc:
+            log_event("header_cache_save_failed", logging.WARNING, error=str(exc))
+            return
+        self._cache_saved_seq = seq
+
     def _notify(self, kind: str, record: SessionRecord) -> None:
+        if self._building:
+            return
         for listener in self._listeners:
             try:
                 listener(kind, record)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from watchdog.events import (
     DirDeletedEvent,
@@ -21,8 +21,8 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
+from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
 
 from sessiond.logs import log_event
 
@@ -40,8 +40,41 @@ EVENT_FILTER: list[type[FileSystemEvent]] = [
 
 
 class FsEvent(NamedTuple):
-    kind: str  # "changed" (created/closed/moved-to), "gone" (deleted/moved-from), "folder_gone"
+    # "changed" (created/closed/moved-to), "gone" (deleted/moved-from), "folder_gone" (the
+    # watched folder itself), "overflow" (the kernel dropped events; the folder needs a rescan)
+    kind: str
     path: str
+
+
+class _OverflowReportingEmitter(InotifyEmitter):
+    """watchdog 7.1 only logs an inotify queue overflow and gives handlers no event; without
+    one the index would silently miss changes. This emitter reports it for its folder."""
+
+    def __init__(self, *args: Any, report_overflow: Callable[[str], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._report_overflow = report_overflow
+
+    def on_thread_start(self) -> None:
+        super().on_thread_start()
+        group = self._inotify
+        if group is None:
+            return
+        discard_pending = group.on_queue_overflow
+        folder = _text(self.watch.path)
+
+        def on_queue_overflow() -> None:
+            discard_pending()
+            self._report_overflow(folder)
+
+        group.on_queue_overflow = on_queue_overflow  # type: ignore[method-assign]
+
+
+class _Observer(InotifyObserver):
+    def __init__(self, report_overflow: Callable[[str], None]) -> None:
+        super().__init__()
+        # BaseObserver builds one emitter per watch from these (watchdog 7.1).
+        self._emitter_class = _OverflowReportingEmitter
+        self._emitter_kwargs["report_overflow"] = report_overflow
 
 
 class _Handler(FileSystemEventHandler):
@@ -79,7 +112,7 @@ class FolderWatcher:
 
     def __init__(self, deliver: Callable[[FsEvent], None]) -> None:
         self._deliver = deliver
-        self._observer = Observer()
+        self._observer = _Observer(lambda folder: deliver(FsEvent("overflow", folder)))
         self._watches: dict[str, ObservedWatch] = {}
         self._lock = threading.Lock()
 

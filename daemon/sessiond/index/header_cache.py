@@ -1,0 +1,117 @@
+"""The persisted header cache: so a restart with unchanged files costs a stat per file, not a
+decode. msgpack through msgspec, written atomically; a corrupt or foreign file is ignored (the
+index is then rebuilt from the files) and replaced at the next save."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+
+import msgspec
+
+from sessiond.index.records import SessionRecord, shared
+from sessiond.logs import log_event
+
+CACHE_NAME = "headers.msgpack"
+FORMAT = "sessiond-header-cache"
+FORMAT_VERSION = 2
+
+
+class _Entry(msgspec.Struct, array_like=True):
+    path: str
+    root: str
+    dev_ino: int
+    size: int
+    mtime_ns: int
+    session_id: str
+    title: str | None
+    created_at: str
+    updated_at: str
+    updated_ns: int
+    directory: str | None
+    agent: str
+    model: str | None
+    message_count: int
+    tool_use_count: int
+    workspaces: tuple[str, ...]
+
+
+class _CacheFile(msgspec.Struct):
+    format: str
+    version: int
+    entries: list[_Entry]
+
+
+_decoder = msgspec.msgpack.Decoder(_CacheFile)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def _entry(r: SessionRecord) -> _Entry:
+    return _Entry(r.path, r.root, r.dev_ino, r.size, r.mtime_ns, r.session_id, r.title,
+                  r.created_at, r.updated_at, r.updated_ns, r.directory, r.agent, r.model,
+                  r.message_count, r.tool_use_count, r.workspaces)  # fmt: skip
+
+
+def _record(e: _Entry) -> SessionRecord:
+    return SessionRecord(
+        path=e.path,
+        root=e.root,
+        dev_ino=e.dev_ino,
+        size=e.size,
+        mtime_ns=e.mtime_ns,
+        session_id=e.session_id,
+        title=e.title,
+        created_at=e.created_at,
+        updated_at=e.updated_at,
+        updated_ns=e.updated_ns,
+        directory=shared(e.directory),
+        agent=shared(e.agent) or e.agent,
+        model=shared(e.model),
+        message_count=e.message_count,
+        tool_use_count=e.tool_use_count,
+        workspaces=tuple(sys.intern(k) for k in e.workspaces),
+    )
+
+
+def load(state_dir: str) -> dict[str, SessionRecord]:
+    """The cached records by path; empty when there is no usable cache."""
+    path = os.path.join(state_dir, CACHE_NAME)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log_event("header_cache_unreadable", logging.WARNING, path=path, error=str(exc))
+        return {}
+    try:
+        cache = _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log_event("header_cache_rebuilt", logging.WARNING, path=path, error=str(exc)[:200])
+        return {}
+    if cache.format != FORMAT or cache.version != FORMAT_VERSION:
+        log_event("header_cache_rebuilt", logging.WARNING, path=path, error="foreign format")
+        return {}
+    return {e.path: _record(e) for e in cache.entries}
+
+
+def save(state_dir: str, records: Iterable[SessionRecord]) -> None:
+    """Write the cache atomically (temp file, fsync, rename). Raises OSError on failure."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    data = _encoder.encode(_CacheFile(FORMAT, FORMAT_VERSION, [_entry(r) for r in records]))
+    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=f".{CACHE_NAME}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, os.path.join(state_dir, CACHE_NAME))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
