@@ -1,0 +1,76 @@
+"""The in-memory index on its own: fed records, asked questions."""
+
+from __future__ import annotations
+
+import sys
+
+from sessiond.index.records import SessionRecord
+from sessiond.index.store import SessionIndex
+
+
+def _record(path: str, session_id: str, directory: str | None, mtime_ns: int,
+            updated_ns: int = 0) -> SessionRecord:  # fmt: skip
+    root = sys.intern(path.rsplit("/", 1)[0])
+    return SessionRecord(
+        path=path, root=root, dev_ino=1, size=10, mtime_ns=mtime_ns, session_id=session_id,
+        title=None, created_at="2026-01-01T00:00:00Z", updated_at="2026-01-01T00:00:00Z",
+        updated_ns=updated_ns, directory=directory, agent="build", model=None, message_count=0,
+        tool_use_count=0, workspaces=(directory,) if directory else (),
+    )  # fmt: skip
+
+
+def test_resume_prefers_newest_mtime_then_greater_file_name() -> None:
+    index = SessionIndex()
+    index.upsert(_record("/s/a.json", "a", "/w", 5))
+    index.upsert(_record("/s/b.json", "b", "/w", 5))
+    index.upsert(_record("/s/c.json", "c", "/w", 4))
+    assert index.resume("/w").session_id == "b"
+    index.upsert(_record("/s/c.json", "c", "/w", 6))
+    assert index.resume("/w").session_id == "c"
+    index.remove("/s/c.json")
+    assert index.resume("/w").session_id == "b"
+    assert index.resume("/other") is None
+
+
+def test_a_session_that_moves_workspace_leaves_the_old_one() -> None:
+    index = SessionIndex()
+    index.upsert(_record("/s/a.json", "a", "/w1", 5))
+    assert index.resume("/w1").session_id == "a"
+    index.upsert(_record("/s/a.json", "a", "/w2", 3))
+    assert index.resume("/w1") is None
+    assert index.resume("/w2").session_id == "a"
+
+
+def test_get_needs_the_file_name_to_match_the_id() -> None:
+    index = SessionIndex()
+    index.upsert(_record("/s/renamed.json", "a", "/w", 5))
+    assert index.get("a") is None
+    index.upsert(_record("/s/a.json", "a", "/w", 1))
+    index.upsert(_record("/t/a.json", "a", "/w", 9))
+    assert index.get("a").path == "/t/a.json"
+    index.remove("/t/a.json")
+    assert index.get("a").path == "/s/a.json"
+
+
+def test_list_orders_by_updated_instant_and_pages() -> None:
+    index = SessionIndex()
+    for i in range(5):
+        index.upsert(_record(f"/s/{i}.json", str(i), "/w" if i % 2 else "/v", i, updated_ns=10 - i))
+    page, total = index.list(None, limit=2, offset=1)
+    assert [r.session_id for r in page] == ["1", "2"] and total == 5
+    page, total = index.list("/w", limit=10, offset=0)
+    assert [r.session_id for r in page] == ["1", "3"] and total == 2
+    index.remove("/s/1.json")
+    assert [r.session_id for r in index.list("/w", 10, 0)[0]] == ["3"]
+
+
+def test_counts_and_roots() -> None:
+    index = SessionIndex()
+    index.upsert(_record("/s/a.json", "a", "/w", 1))
+    index.upsert(_record("/t/b.json", "b", None, 1))
+    assert index.counts() == {"sessions": 2, "workspaces": 1, "roots": {"/s": 1, "/t": 1}}
+    assert [r.session_id for r in index.remove_root("/s")] == ["a"]
+    assert index.versions_under("/s") == {}
+    seq = index.seq
+    index.remove("/nothing")
+    assert index.seq == seq
