@@ -74,3 +74,17 @@ def test_counts_and_roots() -> None:
     seq = index.seq
     index.remove("/nothing")
     assert index.seq == seq
+
+
+def test_header_cache_round_trip_and_corruption(tmp_path) -> None:
+    from sessiond.index import header_cache
+
+    record = _record("/s/a.json", "a", "/w", 7)
+    record.dev_ino = (2**63 + 5) << 64 | (2**64 - 1)  # device and inode at their widest
+    header_cache.save(str(tmp_path), [record])
+    loaded = header_cache.load(str(tmp_path))["/s/a.json"]
+    assert loaded.version == record.version
+    assert loaded.header() == record.header()
+    (tmp_path / header_cache.CACHE_NAME).write_bytes(b"\x93garbage")
+    assert header_cache.load(str(tmp_path)) == {}
+    assert header_cache.load(str(tmp_path / "missing")) == {}

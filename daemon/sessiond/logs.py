@@ -1,7 +1,8 @@
 """Structured event logging: one line per event an operator would alert or graph on.
 
 Every call names a stable `event` and its fields (docs/logging.md lists them). The formatter
-decides the shape: JSON lines (default off a terminal), text for people, or journald fields.
+decides the shape: journald fields (auto, when stderr is systemd's stream to the journal), JSON
+lines (auto elsewhere off a terminal), or text for people.
 Secrets never reach here: callers pass redacted values, and `redact()` helps them.
 """
 
@@ -18,10 +19,19 @@ LOGGER_NAME = "sessiond"
 _logger = logging.getLogger(LOGGER_NAME)
 
 
-def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log `event` with `fields`; never raises, whatever the fields hold."""
+def log_event(
+    event: str, level: int = logging.INFO, *, exc_info: bool = False, **fields: Any
+) -> None:
+    """Log `event` with `fields` (and the current traceback with `exc_info`); never raises,
+    whatever the fields hold."""
     try:
-        _logger.log(level, event, extra={"event_fields": fields, "event_name": event})
+        _logger.log(
+            level,
+            event,
+            exc_info=exc_info,
+            extra={"event_fields": fields, "event_name": event},
+            stacklevel=2,
+        )
     except Exception:  # logging must never take the daemon down
         pass
 
@@ -68,14 +78,17 @@ class TextFormatter(logging.Formatter):
 
 def configure(log_format: str = "auto", level: str = "info") -> str:
     """Route sessiond's logs to stderr in `log_format`; return the format chosen."""
+    from sessiond import systemd
+
     chosen = log_format
     if chosen == "auto":
-        chosen = "text" if sys.stderr.isatty() else "json"
+        if systemd.stderr_is_journal() and systemd.journal_available():
+            chosen = "journal"  # stderr is systemd's stream to the journal: use real fields
+        else:
+            chosen = "text" if sys.stderr.isatty() else "json"
     handler: logging.Handler
     if chosen == "journal":
-        from sessiond.systemd import journal_handler
-
-        handler = journal_handler()
+        handler = systemd.journal_handler()
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())

@@ -81,6 +81,8 @@ def decode_session(data: bytes | memoryview) -> DecodedSession:
         meta = _metadata_decoder.decode(doc.metadata)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidSession(str(exc)) from None
+    except RecursionError:  # nested deeper than the decoder follows (serde_json stops at 128)
+        raise InvalidSession("nested too deeply") from None
     if parse_rfc3339_ns(doc.created_at) is None:
         raise InvalidSession("created_at must be an RFC 3339 time")
     updated_ns = parse_rfc3339_ns(doc.updated_at)

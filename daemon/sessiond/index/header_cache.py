@@ -17,13 +17,14 @@ from sessiond.logs import log_event
 
 CACHE_NAME = "headers.msgpack"
 FORMAT = "sessiond-header-cache"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class _Entry(msgspec.Struct, array_like=True):
     path: str
     root: str
-    dev_ino: int
+    dev: int  # (dev << 64 | ino) would not fit msgpack's 64-bit integers
+    ino: int
     size: int
     mtime_ns: int
     session_id: str
@@ -50,7 +51,8 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 def _entry(r: SessionRecord) -> _Entry:
-    return _Entry(r.path, r.root, r.dev_ino, r.size, r.mtime_ns, r.session_id, r.title,
+    dev, ino = r.dev_ino >> 64, r.dev_ino & ((1 << 64) - 1)
+    return _Entry(r.path, r.root, dev, ino, r.size, r.mtime_ns, r.session_id, r.title,
                   r.created_at, r.updated_at, r.updated_ns, r.directory, r.agent, r.model,
                   r.message_count, r.tool_use_count, r.workspaces)  # fmt: skip
 
@@ -59,7 +61,7 @@ def _record(e: _Entry) -> SessionRecord:
     return SessionRecord(
         path=e.path,
         root=e.root,
-        dev_ino=e.dev_ino,
+        dev_ino=e.dev << 64 | e.ino,
         size=e.size,
         mtime_ns=e.mtime_ns,
         session_id=e.session_id,

@@ -87,4 +87,9 @@ def _cut(record: SessionRecord, window: int) -> Tail:
         raise TailUnavailable(f"session {record.session_id} could not be read: {exc}") from None
     fresh = SessionRecord.from_decoded(record.path, record.root, version, decoded)
     session, dropped = windowed_session(decoded, window)
-    return Tail(fresh, msgspec.Raw(_encoder.encode(session)), dropped)
+    encoded = _encoder.encode(session)
+    if b"\n" in encoded:
+        # Raw slices of a pretty-printed file (a Codex import) carry its line breaks, which
+        # would cut the response line in two: reformat compactly (values are kept verbatim).
+        encoded = msgspec.json.format(encoded, indent=0)
+    return Tail(fresh, msgspec.Raw(encoded), dropped)

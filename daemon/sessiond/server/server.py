@@ -36,6 +36,8 @@ from sessiond.server.ops import Ops
 READ_CHUNK = 256 * 1024
 SLOW_REQUEST_S = 0.1
 MAX_CONNECTIONS = 1024
+IDLE_TIMEOUT_S = 600.0  # a connection with no request for this long is closed
+PARTIAL_LINE_TIMEOUT_S = 30.0  # a request line must be complete within this (slow-loris)
 _encoder = msgspec.json.Encoder()
 
 
@@ -93,7 +95,12 @@ class Server:
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         splitter = LineSplitter()
         while True:
-            data = await reader.read(READ_CHUNK)
+            limit = PARTIAL_LINE_TIMEOUT_S if splitter.pending else IDLE_TIMEOUT_S
+            try:
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), limit)
+            except TimeoutError:
+                log_event("connection_timeout", partial_line=bool(splitter.pending))
+                return
             if not data:
                 return
             try:

@@ -26,14 +26,14 @@ from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 from sessiond.watch.barrier import Barriers, is_cookie
+from sessiond.watch.overflow import OverflowTracker
 from sessiond.watch.roots import Discovery, Root, Source, root_key
 from sessiond.watch.watcher import FolderWatcher, FsEvent
 
 PENDING_CHECK_S = 2.0  # how often folders that do not exist yet are looked for
 BATCH_MAX = 4096
-OVERFLOW_BACKOFF_MIN_S = 0.5  # after an overflow rescan, the next waits at least this long,
-OVERFLOW_BACKOFF_MAX_S = 30.0  # doubling while overflows keep coming, up to this
 CACHE_SAVE_INTERVAL_S = 60.0  # the persisted header cache is rewritten at most this often
+RECONCILE_INTERVAL_S = 300.0  # a stat-only pass over every folder repairs anything missed
 
 ChangeListener = Callable[[str, SessionRecord], None]
 
@@ -58,8 +58,14 @@ class Counts:
 
 class Indexer:
     def __init__(
-        self, index: SessionIndex, discovery: Discovery, state_dir: str | None = None
+        self,
+        index: SessionIndex,
+        discovery: Discovery,
+        state_dir: str | None = None,
+        reconcile_interval_s: float = RECONCILE_INTERVAL_S,
     ) -> None:
+        self._reconcile_interval = reconcile_interval_s
+        self._reconciled_at = time.monotonic()
         self.index = index
         self._discovery = discovery
         self._state_dir = state_dir
@@ -76,11 +82,8 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="sessiond-indexer", daemon=True)
         self.ready = threading.Event()
         self.rescans = 0
-        self.overflows = 0
         self._last_pending_check = 0.0
-        self._overflowed: set[str] = set()
-        self._overflow_backoff = 0.0
-        self._next_overflow_rescan = 0.0
+        self._overflows = OverflowTracker()
 
     # --- lifecycle (any thread) -----------------------------------------------------------
 
@@ -173,6 +176,7 @@ class Indexer:
             except queue.Empty:
                 self._guarded(self._check_pending)
                 self._guarded(self._rescan_overflowed)
+                self._periodic()
                 continue
             batch = [item]
             while len(batch) < BATCH_MAX:
@@ -186,13 +190,18 @@ class Indexer:
             self._guarded(self._rescan_overflowed)
             if time.monotonic() - self._last_pending_check > PENDING_CHECK_S:
                 self._guarded(self._check_pending)
-            if time.monotonic() - self._cache_saved_at > CACHE_SAVE_INTERVAL_S:
-                self._guarded(self._save_cache)
+            self._periodic()
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        if now - self._cache_saved_at > CACHE_SAVE_INTERVAL_S:
+            self._guarded(self._save_cache)
+        if self._reconcile_interval > 0 and now - self._reconciled_at > self._reconcile_interval:
+            self._guarded(lambda: self._rescan_all("periodic"))
 
     def _idle_timeout(self) -> float:
-        if self._overflowed:
-            return max(0.0, min(PENDING_CHECK_S, self._next_overflow_rescan - time.monotonic()))
-        return PENDING_CHECK_S
+        due = self._overflows.seconds_until_due(time.monotonic())
+        return PENDING_CHECK_S if due is None else min(PENDING_CHECK_S, due)
 
     def _guarded(self, fn: Callable[[], Any]) -> None:
         # A bug in handling one batch must not stop indexing for good.
@@ -317,23 +326,19 @@ class Indexer:
 
     # --- overflows ------------------------------------------------------------------------
 
+    @property
+    def overflows(self) -> int:
+        return self._overflows.count
+
     def _overflow(self, folder: str) -> None:
-        if not self._overflowed:  # one kernel overflow reaches every watched folder at once
-            self.overflows += 1
-            log_event("overflow", logging.WARNING, count=self.overflows)
-        self._overflowed.add(folder)
+        if self._overflows.overflowed(folder):
+            log_event("overflow", logging.WARNING, count=self._overflows.count)
 
     def _rescan_overflowed(self) -> None:
-        """Rescan folders whose events were lost, at most once per backoff interval, so a storm
-        of overflows costs a bounded number of rescans."""
-        now = time.monotonic()
-        if not self._overflowed:
-            if now > self._next_overflow_rescan + OVERFLOW_BACKOFF_MAX_S:
-                self._overflow_backoff = 0.0  # quiet for a while: forget the storm
+        """Rescan the folders whose events were lost, when the backoff allows."""
+        folders = self._overflows.take_due(time.monotonic())
+        if not folders:
             return
-        if now < self._next_overflow_rescan:
-            return
-        folders, self._overflowed = self._overflowed, set()
         counts = Counts()
         for folder in sorted(folders):
             if self.is_root(folder):
@@ -342,21 +347,23 @@ class Indexer:
                 self._read_registry(folder)
             self._barriers.release_folder(folder)  # its cookie events may be among the lost
         self.rescans += 1
-        self._overflow_backoff = min(
-            OVERFLOW_BACKOFF_MAX_S, max(OVERFLOW_BACKOFF_MIN_S, self._overflow_backoff * 2)
-        )
-        self._next_overflow_rescan = time.monotonic() + self._overflow_backoff
         log_event("rescan", reason="overflow", folders=len(folders), **counts.as_dict())
 
     # --- files ----------------------------------------------------------------------------
 
-    def _rescan_all(self) -> dict[str, int]:
+    def _rescan_all(self, reason: str = "request") -> dict[str, int]:
         counts = Counts()
+        started = time.monotonic()
         self._check_pending()
         for folder in [r.path for r in self.roots() if r.watched]:
-            self._scan_root(folder, counts)
+            if os.path.isdir(folder):
+                self._scan_root(folder, counts)
+            else:  # removed or moved away without an event we could see
+                self._folder_gone(folder)
         self.rescans += 1
-        log_event("rescan", **counts.as_dict())
+        self._reconciled_at = time.monotonic()
+        duration_ms = round((self._reconciled_at - started) * 1000, 1)
+        log_event("rescan", reason=reason, duration_ms=duration_ms, **counts.as_dict())
         return counts.as_dict()
 
     def _scan_root(self, folder: str, counts: Counts) -> Counts:
