@@ -88,3 +88,34 @@ def test_header_cache_round_trip_and_corruption(tmp_path) -> None:
     (tmp_path / header_cache.CACHE_NAME).write_bytes(b"\x93garbage")
     assert header_cache.load(str(tmp_path)) == {}
     assert header_cache.load(str(tmp_path / "missing")) == {}
+
+
+def test_tails_of_pretty_files_stay_on_one_line_and_follow_saves(tmp_path) -> None:
+    import json
+    import os
+
+    from sessiond.index.decode import decode_session
+    from sessiond.index.records import FileVersion
+    from sessiond.index.tails import TailCache
+    from support.agent_sim import add_turn, new_session
+
+    session = new_session("/w")
+    add_turn(session, __import__("random").Random(1), 50)
+    path = tmp_path / f"{session['id']}.json"
+    path.write_text(json.dumps(session, indent=2, ensure_ascii=False))
+
+    def record() -> SessionRecord:
+        data = path.read_bytes()
+        version = FileVersion.of(os.stat(path))
+        return SessionRecord.from_decoded(str(path), str(tmp_path), version, decode_session(data))
+
+    cache = TailCache()
+    tail = cache.get(record(), 2)
+    assert b"\n" not in bytes(tail.session)
+    assert json.loads(bytes(tail.session))["messages"] == session["messages"][-2:]
+    assert tail.dropped == 2
+    assert cache.get(record(), 2) is tail  # same version: served from memory
+    session["title"] = "renamed"
+    path.write_text(json.dumps(session))
+    os.utime(path, ns=(1, 1))
+    assert json.loads(bytes(cache.get(record(), 2).session))["title"] == "renamed"
