@@ -255,27 +255,32 @@ class Client:
         return max(self.timeout, daemon_wait + WAIT_MARGIN_S)
 
     def watch(self) -> Iterator[dict[str, Any]]:
-        """Events as the daemon streams them, on a connection of their own (closed when the
-        generator is). Raises DaemonUnreachable when the stream ends."""
+        """Subscribe now (on a connection of its own) and return the events as the daemon
+        streams them: everything that happens after this returns is in the stream. Closing
+        the iterator closes the connection; it raises DaemonUnreachable when the stream ends."""
         conn = self._connect()
         try:
             deadline = None if self.timeout is None else time.monotonic() + self.timeout
             conn.send(protocol.encode_request("watch"), deadline)
-            yield from self._events(conn, deadline)
-        finally:
+            _check_reply(_decode_reply(conn.read_line(deadline)))
+        except BaseException:
             conn.close()
+            raise
+        return self._events(conn)
 
     @staticmethod
-    def _events(conn: _Connection, deadline: float | None) -> Iterator[dict[str, Any]]:
-        _check_reply(_decode_reply(conn.read_line(deadline)))
-        while True:
-            line = conn.read_line(None)  # events come when they come
-            try:
-                event = protocol.decode_message(line)
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise DaemonUnreachable("the daemon sent a line that is not JSON") from exc
-            if isinstance(event, dict):
-                yield event
+    def _events(conn: _Connection) -> Iterator[dict[str, Any]]:
+        try:
+            while True:
+                line = conn.read_line(None)  # events come when they come
+                try:
+                    event = protocol.decode_message(line)
+                except (UnicodeDecodeError, ValueError) as exc:
+                    raise DaemonUnreachable("the daemon sent a line that is not JSON") from exc
+                if isinstance(event, dict):
+                    yield event
+        finally:
+            conn.close()
 
     # `list` last: inside the class body its name shadows the builtin for the annotations above.
     def list(

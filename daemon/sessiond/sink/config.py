@@ -163,4 +163,3 @@ def _check(config: SinkConfig) -> None:
         raise ValueError("[s3] concurrency and max_attempts must be >= 1")
     if config.multipart_threshold < MIN_PART_SIZE or config.multipart_chunksize < MIN_PART_SIZE:
         raise ValueError("[s3] multipart_threshold and multipart_chunksize must be >= 5 MiB")
-

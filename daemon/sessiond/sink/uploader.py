@@ -1,0 +1,291 @@
+"""HistorySink: keeps each session's history object in S3 equal to its file (interface §6).
+
+Threads: `concurrency` workers share one Schedule under one lock; no I/O is done while holding
+it, so `notify` (called from the watcher) never waits on the network. A worker takes the session
+due first and runs one attempt (attempt.py); this module counts, logs and reschedules.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sessionctl.agent import is_valid_session_id
+
+from sessiond.logs import log_event
+from sessiond.sink import s3
+from sessiond.sink.attempt import Outcome, report, run_attempt, safe_locate
+from sessiond.sink.config import SinkConfig
+from sessiond.sink.errors import INTERNAL, RateLimiter, Scrubber, SinkError
+from sessiond.sink.history import stat_file
+from sessiond.sink.ledger import Ledger
+from sessiond.sink.schedule import FAILED, UNCHANGED, UPLOADED, Attempt, Schedule
+
+PERSIST_INTERVAL_S = 1.0  # the ledger is written at most this often (losing it costs re-uploads)
+_LOG_INTERVAL_S = 30.0  # at most one failure line per kind per interval...
+_SETUP_LOG_INTERVAL_S = 600.0  # ...and one per ten minutes for a setup problem (keys, bucket)
+_PERSIST = object()
+
+
+class HistorySink:
+    def __init__(
+        self,
+        config: SinkConfig,
+        locate: Callable[[str], str | None],
+        state_dir: str,
+        emit: Callable[[str, dict[str, Any]], None] = lambda e, f: None,
+    ) -> None:
+        self._config = config
+        self._locate = locate
+        self._emit = emit
+        target = f"{config.endpoint_display}|{config.bucket}|{config.prefix}"
+        self._ledger = Ledger(state_dir, target)
+        self._schedule = Schedule(
+            config.debounce_s, config.max_delay_s, config.backoff_base_s, config.backoff_max_s
+        )
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._client: Any = None
+        self._scrub = Scrubber(config.secret_key, config.access_key)
+        self._limiter = RateLimiter(_LOG_INTERVAL_S, _SETUP_LOG_INTERVAL_S)
+        self._started = self._stopping = self._closed = False
+        self._stop_deadline = math.inf
+        self._persisting = False
+        self._reporting = 0  # outcomes recorded but not yet logged and emitted
+        self._last_persist = 0.0
+        self._uploaded = self._failed = self._unchanged = self._bytes = 0
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, known_ids: Iterable[str]) -> None:
+        """Queue every known session whose file differs from its last upload; start workers."""
+        with self._cond:
+            if self._started:
+                return
+            self._started = True
+        self._ledger.load()
+        self._client = s3.make_client(self._config)
+        queued = 0
+        for session_id in known_ids:
+            if self._differs(session_id):
+                with self._cond:
+                    self._schedule.change(session_id, time.monotonic(), immediate=True)
+                queued += 1
+        self._persist()  # replaces a corrupt or foreign ledger at once
+        for number in range(self._config.concurrency):
+            thread = threading.Thread(
+                target=self._work, name=f"sessiond-sink-{number}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        log_event(
+            "sink_started",
+            endpoint=self._config.endpoint_display,
+            bucket=self._config.bucket,
+            prefix=self._config.prefix,
+            queued=queued,
+            ledger_entries=len(self._ledger),
+            concurrency=self._config.concurrency,
+        )
+
+    def _differs(self, session_id: str) -> bool:
+        """Cheap start-up test: a file still as it was at its last upload is not read again."""
+        if not is_valid_session_id(session_id):
+            return False
+        path = safe_locate(self._locate, session_id)
+        if path is None:
+            return False
+        entry, stat = self._ledger.get(session_id), stat_file(path)
+        if entry is None or stat is None:
+            return True
+        return (entry.ino, entry.size, entry.mtime_ns) != (stat.ino, stat.size, stat.mtime_ns)
+
+    def stop(self, deadline_s: float | None = None) -> None:
+        """Finish what is in flight and try what is pending until the deadline; then persist.
+
+        What is left is the ledger's difference from the files, picked up by the next start.
+        """
+        deadline_s = self._config.stop_deadline_s if deadline_s is None else deadline_s
+        with self._cond:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._stop_deadline = time.monotonic() + max(0.0, deadline_s)
+            self._schedule.kick(time.monotonic(), final=True)
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(max(0.0, self._stop_deadline - time.monotonic()))
+        with self._cond:
+            self._closed = True
+            counts = self._schedule.counts()
+            self._cond.notify_all()
+        try:
+            self._ledger.close()
+        except OSError as exc:
+            log_event("ledger_write_failed", logging.ERROR, path=self._ledger.path, error=str(exc))
+        log_event(
+            "sink_stopped",
+            pending_left=counts["pending"] + counts["in_flight"],
+            uploaded=self._uploaded,
+            failed=self._failed,
+        )
+
+    # --- the daemon's calls ---------------------------------------------------------------
+
+    def notify(self, session_id: str) -> None:
+        """A session's file changed. Never blocks on I/O, never raises."""
+        try:
+            if not is_valid_session_id(session_id):
+                return
+            with self._cond:
+                if self._stopping:
+                    return  # the ledger difference carries it to the next start
+                self._schedule.change(session_id, time.monotonic())
+                self._cond.notify()
+        except Exception as exc:  # never take the watcher down
+            log_event("sink_error", logging.ERROR, where="notify", error=type(exc).__name__)
+
+    def flush(self, timeout: float) -> dict[str, Any]:
+        """Block until every change notified before the call is uploaded or has failed."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            snapshot = self._schedule.snapshot()
+            epoch = self._schedule.kick(time.monotonic())
+            self._cond.notify_all()
+            while True:
+                progress = self._schedule.progress(snapshot, epoch)
+                remaining = deadline - time.monotonic()
+                done = progress.pending == 0 and self._reporting == 0
+                if done or remaining <= 0 or self._closed or not self._started:
+                    break
+                self._cond.wait(remaining)
+        self._persist()  # what flush reports as uploaded survives a kill right after it
+        return {
+            "uploaded": progress.uploaded,
+            "failed": progress.failed,
+            "pending": progress.pending,
+            "timed_out": progress.pending > 0,
+        }
+
+    def status(self) -> dict[str, Any]:
+        with self._cond:
+            counts = self._schedule.counts()
+            return {
+                "enabled": True,
+                **counts,
+                "uploaded": self._uploaded,
+                "failed": self._failed,
+                "unchanged": self._unchanged,
+                "bytes_uploaded": self._bytes,
+                "last_error": self._last_error,
+                "last_error_at": self._last_error_at,
+                "endpoint": self._config.endpoint_display,
+                "bucket": self._config.bucket,
+                "prefix": self._config.prefix,
+            }
+
+    def check(self) -> list[str]:
+        return s3.check(self._config)
+
+    # --- workers --------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self._take()
+            if job is None:
+                return
+            if job is _PERSIST:
+                self._persist()
+            else:
+                assert isinstance(job, Attempt)
+                self._run(job)
+
+    def _take(self) -> Attempt | object | None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                if self._closed:
+                    return None
+                if self._stopping and (
+                    now >= self._stop_deadline
+                    or not self._schedule.has_due_before(self._stop_deadline)
+                ):
+                    return None
+                session_id, wait = self._schedule.next_due(now)
+                if session_id is not None and wait <= 0:
+                    return self._schedule.begin(session_id)
+                until_persist = self._last_persist + PERSIST_INTERVAL_S - now
+                if self._ledger.dirty and not self._persisting:
+                    if until_persist <= 0:
+                        self._persisting = True
+                        return _PERSIST
+                    wait = min(wait, until_persist)
+                if self._stopping:
+                    wait = min(wait, self._stop_deadline - now)
+                self._cond.wait(None if math.isinf(wait) else max(wait, 0.001))
+
+    def _persist(self) -> None:
+        try:
+            self._ledger.persist()
+        except OSError as exc:
+            with self._cond:
+                allowed = self._limiter.allow("ledger")
+            if allowed is not None:
+                log_event(
+                    "ledger_write_failed", logging.ERROR, path=self._ledger.path, error=str(exc)
+                )
+        finally:
+            with self._cond:
+                self._persisting = False
+                self._last_persist = time.monotonic()
+                self._cond.notify_all()  # records made meanwhile need another write later
+
+    def _run(self, attempt: Attempt) -> None:
+        if attempt.number > 1:
+            with self._cond:
+                allowed = self._limiter.allow("retrying")
+            if allowed is not None:
+                log_event("upload_retrying", session_id=attempt.session_id, attempt=attempt.number)
+        try:
+            outcome = run_attempt(
+                attempt.session_id, self._locate, self._ledger, self._client, self._config
+            )
+        except Exception as exc:  # a bug must not kill the worker
+            error = SinkError(INTERNAL, f"internal error: {type(exc).__name__}")
+            outcome = Outcome(FAILED, error=error)
+        self._finish(attempt, outcome)
+
+    def _finish(self, attempt: Attempt, outcome: Outcome) -> None:
+        retry_in: float | None = None
+        held: int | None = None
+        error = outcome.error
+        message = self._scrub(error.message) if error is not None else None
+        with self._cond:
+            now = time.monotonic()
+            if error is None:
+                self._schedule.succeed(attempt, outcome.how, now)
+                if outcome.how == UPLOADED:
+                    self._uploaded += 1
+                    self._bytes += outcome.bytes
+                    self._last_error = None
+                    self._limiter.reset()
+                elif outcome.how == UNCHANGED:
+                    self._unchanged += 1
+            else:
+                retry_in = self._schedule.fail(attempt, now, retry=outcome.retry)
+                self._failed += 1
+                self._last_error, self._last_error_at = message, time.time()
+                held = self._limiter.allow(error.kind, now)
+            self._reporting += 1  # a flush returns only once this is told too
+        try:
+            report(attempt.session_id, attempt.number, outcome, message, retry_in, held, self._emit)
+        finally:
+            with self._cond:
+                self._reporting -= 1
+                self._cond.notify_all()

@@ -1,0 +1,76 @@
+"""Connects the S3 history sink to the rest of the daemon: it is fed the index's changes, finds
+files through the index, and reports to `watch` clients. Without the agent's S3 variables it
+is a no-op that still answers `status` and `flush`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from sessionctl.protocol import Event, event_message
+
+from sessiond.config import ConfigError, Settings
+from sessiond.index.records import SessionRecord
+from sessiond.index.store import SessionIndex
+from sessiond.logs import log_event
+from sessiond.server.ops import UploadStatus
+from sessiond.sink import HistorySink, SinkConfig
+
+_EVENTS = {"upload_done": Event.UPLOAD_DONE, "upload_failed": Event.UPLOAD_FAILED}
+
+
+class Uploads(UploadStatus):
+    def __init__(self, sink: HistorySink | None) -> None:
+        self._sink = sink
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        env: Mapping[str, str],
+        index: SessionIndex,
+        publish: Callable[[dict[str, Any]], None],
+    ) -> Uploads:
+        try:
+            config = SinkConfig.from_env(env, settings.s3)
+        except ValueError as exc:
+            raise ConfigError(f"[s3] settings: {exc}") from None
+        if config is None:
+            return cls(None)
+
+        def locate(session_id: str) -> str | None:
+            record = index.get(session_id)
+            return record.path if record is not None else None
+
+        def emit(event: str, fields: dict[str, Any]) -> None:
+            if event in _EVENTS:
+                publish(event_message(_EVENTS[event], fields))
+
+        return cls(HistorySink(config, locate, settings.state_dir, emit))
+
+    @property
+    def enabled(self) -> bool:
+        return self._sink is not None
+
+    def on_index_change(self, kind: str, record: SessionRecord) -> None:
+        """Indexer listener: every saved session is (re)considered for upload."""
+        if self._sink is not None and kind == "saved":
+            self._sink.notify(record.session_id)
+
+    def start(self, known_ids: Iterable[str]) -> None:
+        if self._sink is not None:
+            try:
+                self._sink.start(known_ids)
+            except Exception as exc:  # a broken sink must not keep the index from serving
+                log_event("sink_error", logging.ERROR, error=str(exc)[:200], exc_info=True)
+
+    def stop(self, deadline_s: float | None = None) -> None:
+        if self._sink is not None:
+            self._sink.stop(deadline_s)
+
+    def status(self) -> dict[str, Any]:
+        return self._sink.status() if self._sink is not None else super().status()
+
+    def flush(self, timeout: float) -> dict[str, Any]:
+        return self._sink.flush(timeout) if self._sink is not None else super().flush(timeout)
