@@ -123,7 +123,7 @@ _PAGE = {"system": "bootstrap", "developer": "bootstrap", "tool": "evidence"}
 def add_turn(session: dict[str, Any], rng: random.Random, text_bytes: int = 200) -> None:
     """Append a user message, an assistant tool call, its tool result and an answer."""
     call_id = f"call_{len(session['tool_uses'])}"
-    filler = "".join(rng.choice("abcdefghij klmnop\n\t\"\\/é✓") for _ in range(text_bytes))
+    filler = "".join(rng.choice('abcdefghij klmnop\n\t"\\/é✓') for _ in range(text_bytes))
     turn = [
         {"role": "user", "content": [{"type": "text", "text": "please " + filler[:80]}]},
         {
@@ -170,7 +170,9 @@ class AgentSim:
     def registry(self) -> str:
         return os.path.join(self.global_root, "session-locations")
 
-    def save(self, sessions_dir: str, session: dict[str, Any], *, mtime_ns: int | None = None) -> str:
+    def save(
+        self, sessions_dir: str, session: dict[str, Any], *, mtime_ns: int | None = None
+    ) -> str:
         """`Session::save`: tmp + rename, pointer, journal, workspace index (format §1.5)."""
         os.makedirs(sessions_dir, exist_ok=True)
         path = os.path.join(sessions_dir, f"{session['id']}.json")

@@ -109,11 +109,13 @@ class Server:
                 lines = []
             for line in lines:
                 request, reply = await self._handle(line)
+                if request is not None and request.op == "watch":
+                    # Subscribed before the ok goes out: a client that saves as soon as it
+                    # reads the ok must get the event of that save.
+                    await self._stream_events(reader, writer, self._hub.subscribe(), reply)
+                    return
                 writer.write(reply)
                 await writer.drain()
-                if request is not None and request.op == "watch":
-                    await self._stream_events(reader, writer)
-                    return
             if splitter.too_large:
                 message = "request line longer than 1 MiB"
                 writer.write(encode_line(error_response(ErrorCode.TOO_LARGE, message)))
@@ -128,8 +130,10 @@ class Server:
         try:
             try:
                 obj = msgspec.json.decode(line)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid JSON: {exc}") from None
+            except RecursionError:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "JSON nested too deeply") from None
             req = peek_req(obj)
             request = parse_request(obj)
             if not self._ready.is_set():
@@ -158,11 +162,16 @@ class Server:
         return request, reply
 
     async def _stream_events(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        queue: asyncio.Queue[Any],
+        ok: bytes,
     ) -> None:
-        queue = self._hub.subscribe()
         closed = asyncio.ensure_future(reader.read(1))  # any input or EOF ends the stream
         try:
+            writer.write(ok)
+            await writer.drain()
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)

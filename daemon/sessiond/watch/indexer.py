@@ -117,9 +117,17 @@ class Indexer:
         function to call if the waiter gives up."""
         folders = self.watched_folders()
         cookies, failed = self._barriers.plant(folders)
+
         # Folders where no cookie can be written are reconciled instead; the queued call also
-        # orders the barrier after pointers and pending folders already queued.
-        queued = self.call(lambda: [self._scan_root(f, Counts()) for f in failed])
+        # orders the barrier after pointers and pending folders already queued, and looks for
+        # folders (the registry too) that appeared since the last pending check: they hold no
+        # cookie, and a save that created them must be seen.
+        def catch_up() -> None:
+            self._check_pending()
+            for folder in failed:
+                self._scan_root(folder, Counts())
+
+        queued = self.call(catch_up)
         done: Future[None] = Future()
 
         def settle(_: Future[Any]) -> None:

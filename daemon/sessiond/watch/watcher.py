@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from watchdog.events import (
     DirDeletedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -23,13 +24,15 @@ from watchdog.events import (
 )
 from watchdog.observers.api import ObservedWatch
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
+from watchdog.observers.inotify_c import InotifyConstants, Mask
 
 from sessiond.logs import log_event
 
 # Reads (opened / closed-without-write) and in-progress writes (modified) are left out, so
 # reading a file, ours or anyone's, never floods the queue. A save arrives as a move, an
-# in-place write as created + closed.
+# in-place write as created + closed, an mtime set by hand (touch) as an attribute change.
 EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileAttribEvent,
     FileCreatedEvent,
     FileClosedEvent,
     FileDeletedEvent,
@@ -53,6 +56,14 @@ class _OverflowReportingEmitter(InotifyEmitter):
     def __init__(self, *args: Any, report_overflow: Callable[[str], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._report_overflow = report_overflow
+
+    def get_event_mask_from_filter(self) -> Mask:
+        # watchdog 7.1 subscribes IN_ATTRIB only for FileModifiedEvent, never for
+        # FileAttribEvent: ask for it here, without taking every in-progress write too.
+        mask = super().get_event_mask_from_filter()
+        if self._event_filter is not None and FileAttribEvent in self._event_filter:
+            mask = Mask(mask | InotifyConstants.IN_ATTRIB)
+        return mask
 
     def on_thread_start(self) -> None:
         super().on_thread_start()
