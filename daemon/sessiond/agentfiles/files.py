@@ -1,0 +1,99 @@
+"""Reading the agent's sidecar files and replacing them atomically under sessiond's own name.
+
+The agent writes `.workspace_index.json` through the fixed name `.workspace_index.json.tmp`;
+using that name too would let two writers interleave in one temporary file. sessiond's
+temporary is `.sessiond-tmp-<name>-<pid>`: no `.json` extension, so neither the agent's scans
+nor sessiond's indexer take it for a session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from typing import NamedTuple
+
+TMP_PREFIX = ".sessiond-tmp-"
+MAX_READ_BYTES = 256 << 20  # a bigger sidecar is nothing the agent wrote: replace it unread
+
+
+class Stamp(NamedTuple):
+    """Identifies one written version of a file, to recognise sessiond's own writes."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Stamp:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def tmp_path(folder: str, name: str) -> str:
+    return os.path.join(folder, f"{TMP_PREFIX}{name.lstrip('.')}-{os.getpid()}")
+
+
+def stamp(path: str) -> Stamp | None:
+    try:
+        return Stamp.of(os.stat(path))
+    except OSError:
+        return None
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def is_unchanged(path: str, written: Stamp, written_digest: bytes) -> bool:
+    """Whether `path` still holds what sessiond wrote. The stamp alone could be fooled: the
+    agent rewrites the listing cache in place (same inode), and within one timestamp tick a
+    rewrite of the same size keeps the mtime, so the bytes are compared too."""
+    try:
+        with open(path, "rb") as fh:
+            if Stamp.of(os.fstat(fh.fileno())) != written:
+                return False
+            return digest(fh.read(written.size + 1)) == written_digest
+    except OSError:
+        return False
+
+
+def read(path: str) -> bytes | None:
+    """The file's bytes; None when there is no file. Other errors propagate."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_READ_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return b""  # not a file the agent can read: it reads an empty index
+    return data if len(data) <= MAX_READ_BYTES else b""
+
+
+def replace(folder: str, name: str, data: bytes) -> Stamp:
+    """Write `data` to a temporary of our own and rename it onto `folder/name`; the stamp of
+    the new file. Nothing is left behind on failure."""
+    tmp = tmp_path(folder, name)
+    target = os.path.join(folder, name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o666)  # a new file gets the default mode, as the agent's do
+        try:
+            try:
+                os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))  # a file keeps its mode
+            except FileNotFoundError:
+                pass
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            written = Stamp.of(os.fstat(fd))
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return written
