@@ -36,6 +36,10 @@ class HeaderLoader:
         self._cached = cached or {}
         self._invalid: dict[str, FileVersion] = {}
 
+    def cached_roots(self) -> set[str]:
+        """The folders the persisted cache has sessions in (those the last run served)."""
+        return {record.root for record in self._cached.values()}
+
     def forget_cache(self) -> None:
         """Drop the persisted cache's records once the initial build has used them."""
         self._cached = {}

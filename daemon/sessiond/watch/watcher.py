@@ -25,6 +25,7 @@ from watchdog.events import (
 from watchdog.observers.api import ObservedWatch
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
 from watchdog.observers.inotify_c import InotifyConstants, Mask
+from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
 from sessiond.logs import log_event
 
@@ -47,6 +48,14 @@ class FsEvent(NamedTuple):
     # watched folder itself), "overflow" (the kernel dropped events; the folder needs a rescan)
     kind: str
     path: str
+
+
+# watchdog holds an IN_MOVED_FROM for up to `delay` seconds to pair it with its IN_MOVED_TO,
+# and every later event of the folder waits behind it: with the default 0.5 s a save was now
+# and then visible only half a second late. The two halves of a rename are queued together by
+# the kernel, so a short wait pairs them; an unpaired half is a delete plus a create, which the
+# indexer treats the same as a move anyway.
+InotifyMoveEventGrouper.delay = 0.01
 
 
 class _OverflowReportingEmitter(InotifyEmitter):
