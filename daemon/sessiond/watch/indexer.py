@@ -18,7 +18,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from sessionctl.agent import POINTER_SUFFIX, is_session_file_name, pointer_target_dir
+from sessionctl.agent import (
+    LISTING_CACHE_NAME,
+    POINTER_SUFFIX,
+    WORKSPACE_INDEX_NAME,
+    is_session_file_name,
+    pointer_target_dir,
+)
 
 from sessiond.index import header_cache
 from sessiond.index.loader import HeaderLoader, Outcome
@@ -79,6 +85,8 @@ class Indexer:
         self._roots: dict[str, Root] = {}
         self._roots_lock = threading.Lock()
         self._listeners: list[ChangeListener] = []
+        self._agent_file_hooks: list[Callable[[str], None]] = []
+        self._folder_hooks: list[Callable[[str], None]] = []
         self._thread = threading.Thread(target=self._run, name="sessiond-indexer", daemon=True)
         self.ready = threading.Event()
         self.rescans = 0
@@ -90,6 +98,15 @@ class Indexer:
     def add_listener(self, listener: ChangeListener) -> None:
         """`listener(kind, record)` runs on the indexer thread for "saved" and "removed"."""
         self._listeners.append(listener)
+
+    def add_agent_file_hook(self, hook: Callable[[str], None]) -> None:
+        """`hook(path)` on the indexer thread, in event order, for every event on an agent
+        sidecar (`.workspace_index.json`, `.listing_cache.json`) in a served folder."""
+        self._agent_file_hooks.append(hook)
+
+    def add_folder_hook(self, hook: Callable[[str], None]) -> None:
+        """`hook(folder)` on the indexer thread after each (re)scan of a served folder."""
+        self._folder_hooks.append(hook)
 
     def start(self) -> None:
         self._watcher.start()
@@ -222,8 +239,19 @@ class Indexer:
         for folder, source in self._discovery.initial():
             self._guarded(lambda f=folder, s=source: self._add_root(f, s))
         registry = self._discovery.registry
-        if registry:
+        if not registry:
+            return
+        cached_roots = self._loader.cached_roots()
+        if not cached_roots:
             self._guarded(lambda: self._watch_registry(registry))
+            return
+        # A restart: serve the folders of the last run at once, and read the registry (one
+        # file per session: slow with many) right after ready. Its watch starts now, so no
+        # pointer written meanwhile is missed, and `sync` waits for the queued read.
+        for folder in sorted(cached_roots):
+            self._guarded(lambda f=folder: self._add_root(f, Source.REGISTRY))
+        self._guarded(lambda: self._watch_registry(registry, read=False))
+        self.call(lambda: self._read_registry(registry))
 
     def _process(self, batch: list[FsEvent | _Call | None]) -> None:
         changed: dict[str, None] = {}  # ordered set: each file is read once per batch
@@ -251,6 +279,8 @@ class Indexer:
                     if item.kind == "changed":
                         flush()
                         self._read_pointer(item.path)
+                elif os.path.basename(item.path) in (WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME):
+                    self._call_hooks(self._agent_file_hooks, item.path)
                 elif is_session_file_name(os.path.basename(item.path)):
                     changed[item.path] = None
         flush()
@@ -287,25 +317,32 @@ class Indexer:
         log_event("root_added", root=folder, source=str(source), sessions=counts.added)
         return True
 
-    def _watch_registry(self, registry: str) -> None:
+    def _watch_registry(self, registry: str, read: bool = True) -> None:
         if self._watcher.is_watching(registry) or not os.path.isdir(registry):
             return
         self._watcher.watch(registry)
-        self._read_registry(registry)
+        if read:
+            self._read_registry(registry)
 
     def _read_registry(self, registry: str) -> None:
-        for name in sorted(os.listdir(registry)):
-            if name.endswith(POINTER_SUFFIX):
-                self._read_pointer(os.path.join(registry, name))
+        # Many pointers name the same few folders: resolve each folder once.
+        targets = {t for name in os.listdir(registry) if (t := self._pointer_target(name))}
+        for target in sorted(targets):
+            self._add_root(root_key(target), Source.REGISTRY)
+
+    def _pointer_target(self, name: str) -> str | None:
+        if not name.endswith(POINTER_SUFFIX) or self._discovery.registry is None:
+            return None
+        try:
+            with open(os.path.join(self._discovery.registry, name), "rb") as fh:
+                return pointer_target_dir(fh.read(64 * 1024))
+        except OSError:
+            return None
 
     def _read_pointer(self, path: str) -> None:
         if os.path.dirname(path) != self._discovery.registry:
             return
-        try:
-            with open(path, "rb") as fh:
-                target = pointer_target_dir(fh.read(64 * 1024))
-        except OSError:
-            return
+        target = self._pointer_target(os.path.basename(path))
         if target:
             self._add_root(root_key(target), Source.REGISTRY)
 
@@ -385,6 +422,7 @@ class Indexer:
             self._refresh(path, counts)
         for path in sorted(present):
             self._refresh(path, counts)
+        self._call_hooks(self._folder_hooks, folder)
         return counts
 
     def _refresh(self, path: str, counts: Counts) -> None:
@@ -426,6 +464,13 @@ class Indexer:
             log_event("header_cache_save_failed", logging.WARNING, error=str(exc))
             return
         self._cache_saved_seq = seq
+
+    def _call_hooks(self, hooks: list[Callable[[str], None]], path: str) -> None:
+        for hook in hooks:
+            try:
+                hook(path)
+            except Exception:
+                log_event("listener_error", logging.ERROR, exc_info=True)
 
     def _notify(self, kind: str, record: SessionRecord) -> None:
         if self._building:
