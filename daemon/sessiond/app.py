@@ -17,14 +17,17 @@ from collections.abc import Mapping
 from sessionctl.protocol import Event, event_message
 
 from sessiond import systemd
-from sessiond.config import Settings
+from sessiond.agentfiles import AgentFiles
+from sessiond.config import ConfigError, Settings
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 from sessiond.server.events import EventHub
 from sessiond.server.listener import SocketError, bind_socket, inherited_socket
 from sessiond.server.ops import Ops
-from sessiond.server.server import Server
+from sessiond.server.server import Limits, Server
+from sessiond.service import Heartbeat, StatusText, install_test_faults
+from sessiond.uploads import Uploads
 from sessiond.watch.indexer import Indexer
 from sessiond.watch.roots import Discovery
 
@@ -40,16 +43,30 @@ class Daemon:
             self.index,
             Discovery(tuple(settings.sessions_dirs), settings.discover, env),
             state_dir=settings.state_dir,
+            reconcile_interval_s=settings.reconcile_interval_s,
         )
+        self.agent_files = AgentFiles(
+            self.index,
+            workspace_index=settings.maintain_workspace_index,
+            listing_cache=settings.maintain_listing_cache,
+            serves=self.indexer.is_root,
+        )
+        self.indexer.add_listener(self.agent_files.on_index_change)
+        self.indexer.add_agent_file_hook(self.agent_files.agent_file_changed)
+        self.indexer.add_folder_hook(self.agent_files.notify)
         self._stop = asyncio.Event()
         self._owns_socket_file = False
+        self._exit_code = 0
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         hub = EventHub(loop)
         ready = asyncio.Event()
-        ops = Ops(self.index, self.indexer, self.env, discover=self.settings.discover)
+        uploads = Uploads.from_settings(self.settings, self.env, self.index, hub.publish)
+        ops = Ops(self.index, self.indexer, self.env, uploads, discover=self.settings.discover)
+        ops.agent_files = self.agent_files
         self.indexer.add_listener(lambda kind, record: hub.publish(_index_event(kind, record)))
+        self.indexer.add_listener(uploads.on_index_change)
         sock = self._listening_socket()
         log_event(
             "start",
@@ -60,32 +77,48 @@ class Daemon:
             discover=self.settings.discover,
         )
         started = time.monotonic()
-        server = Server(ops, hub, ready)
+        server = Server(ops, hub, ready, Limits.of(self.settings))
         await server.start(sock)  # clients may connect now; they are answered once ready
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        self.agent_files.start()
         self.indexer.start()
-        await asyncio.to_thread(self.indexer.ready.wait)
+        install_test_faults(loop, self.env)
+        status = StatusText(self.index, ready.is_set)
+        watchdog = asyncio.create_task(Heartbeat(self.indexer, status, self._died, self.env).run())
+        while not (self.indexer.ready.is_set() or self._stop.is_set()):
+            await asyncio.to_thread(self.indexer.ready.wait, 0.5)  # or until told to stop
+        # Before ready: a flush sent as soon as the daemon answers covers what start queued.
+        await asyncio.to_thread(uploads.start, self.index.all_ids())
         ready.set()
         counts = self.index.counts()
-        systemd.notify(f"READY=1\nSTATUS=serving {counts['sessions']} sessions")
-        log_event(
-            "ready",
-            sessions=counts["sessions"],
-            workspaces=counts["workspaces"],
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-        )
+        if not self._stop.is_set():
+            systemd.notify(f"READY=1\nSTATUS={status()}")
+            log_event(
+                "ready",
+                sessions=counts["sessions"],
+                workspaces=counts["workspaces"],
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+            )
         heartbeat = asyncio.create_task(self._heartbeat(ops))
         await self._stop.wait()
         log_event("stopping")
-        systemd.notify("STOPPING=1")
+        systemd.notify("STOPPING=1\nSTATUS=stopping")
         heartbeat.cancel()
+        watchdog.cancel()
         await server.close()
+        await asyncio.to_thread(uploads.stop)  # in flight finished, pending tried, rest kept
         await asyncio.to_thread(self.indexer.stop)
+        await asyncio.to_thread(self.agent_files.stop)  # writes what is still pending
         self._remove_socket_file()
-        log_event("stop", uptime_s=round(time.monotonic() - started, 1))
-        return 0
+        log_event("stop", uptime_s=round(time.monotonic() - started, 1), code=self._exit_code)
+        return self._exit_code
+
+    def _died(self) -> None:
+        """The watcher or the indexer died and no watchdog will restart us: exit 1."""
+        self._exit_code = 1
+        self._stop.set()
 
     def _listening_socket(self) -> socket.socket:
         inherited = inherited_socket()
@@ -104,7 +137,7 @@ class Daemon:
 
     def _reload(self) -> None:
         log_event("reload")
-        systemd.notify("RELOADING=1")
+        systemd.notify_reloading()
         self.indexer.rescan().add_done_callback(lambda _: systemd.notify("READY=1"))
 
     async def _heartbeat(self, ops: Ops) -> None:
@@ -143,7 +176,7 @@ def run_daemon(settings: Settings, env: Mapping[str, str]) -> int:
         return asyncio.run(Daemon(settings, env).run())
     except KeyboardInterrupt:
         return 0
-    except SocketError as exc:
+    except (SocketError, ConfigError) as exc:
         log_event("start_failed", logging.ERROR, error=str(exc))
         return 1
     except Exception:

@@ -1,4 +1,4 @@
-"""`sessiond run | start | stop | doctor` (interface §3)."""
+"""`sessiond run | start | stop | doctor | install-service` (interface §3)."""
 
 from __future__ import annotations
 
@@ -44,12 +44,22 @@ def _parser() -> argparse.ArgumentParser:
     stop.add_argument("--pidfile", metavar="P")
     stop.add_argument("--timeout", type=float, default=30.0, metavar="S")
     commands.add_parser("doctor", parents=[common], help="check the setup, say what to fix")
+    install = commands.add_parser(
+        "install-service", help="write the systemd user units for this sessiond"
+    )
+    install.add_argument(
+        "--unit-dir", metavar="DIR", help="where to write them (default ~/.config/systemd/user)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = dict(os.environ)
+    if args.command == "install-service":
+        from sessiond.install import install_service
+
+        return install_service(env, args.unit_dir)
     try:
         settings = load_settings(args, env)
     except ConfigError as exc:
@@ -74,5 +84,9 @@ def _run(settings: Settings, env: dict[str, str]) -> int:
     from sessiond.app import run_daemon
     from sessiond.logs import configure
 
-    configure(settings.log_format, settings.log_level)
+    try:
+        configure(settings.log_format, settings.log_level)
+    except RuntimeError as exc:  # --log-format journal without systemd-python
+        print(f"sessiond: {exc}", file=sys.stderr)
+        return 2
     return run_daemon(settings, env)

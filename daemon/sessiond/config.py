@@ -34,6 +34,11 @@ class Settings:
     maintain_workspace_index: bool = True
     maintain_listing_cache: bool = True
     s3: dict[str, Any] = field(default_factory=dict)
+    # Robustness knobs (issue 5); the defaults suit every user, tests set small values.
+    reconcile_interval_s: float = 300.0  # 0 turns the periodic stat-only reconcile off
+    max_connections: int = 1024
+    idle_timeout_s: float = 600.0
+    partial_line_timeout_s: float = 30.0
 
 
 def default_config_path(env: Mapping[str, str]) -> str:
@@ -44,6 +49,15 @@ def default_config_path(env: Mapping[str, str]) -> str:
 def default_state_dir(env: Mapping[str, str]) -> str:
     base = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME", "/"), ".local", "state")
     return os.path.join(base, "sessiond")
+
+
+LIMITS: dict[str, float] = {
+    "reconcile_interval_s": 0,
+    "max_connections": 1,
+    "idle_timeout_s": 0.01,
+    "partial_line_timeout_s": 0.01,
+}
+"""Numeric config keys and their smallest allowed value."""
 
 
 def _read_config_file(path: str, required: bool) -> dict[str, Any]:
@@ -80,7 +94,13 @@ def _apply_file(settings: Settings, table: Mapping[str, Any], path: str) -> None
     for key, value_type in known.items():
         if key in table:
             setattr(settings, key, _expect(table, key, value_type, path))
-    unknown = sorted(set(table) - set(known))
+    for key, minimum in LIMITS.items():
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+                raise ConfigError(f"{path}: '{key}' must be a number >= {minimum}")
+            setattr(settings, key, type(getattr(settings, key))(value))
+    unknown = sorted(set(table) - set(known) - set(LIMITS))
     if unknown:
         raise ConfigError(f"{path}: unknown keys {', '.join(unknown)}")
 

@@ -1,4 +1,8 @@
-"""`sessiond doctor`: check the setup and say what to fix. Exit 0 only when all is well."""
+"""`sessiond doctor`: check the setup and say what to fix. Exit 0 only when all is well.
+
+Each check prints `ok:`, `note:` (worth knowing, not wrong) or `problem:` (with the fix).
+Nothing is changed, except one small object the S3 check writes to prove it may write.
+"""
 
 from __future__ import annotations
 
@@ -6,88 +10,193 @@ import os
 import stat
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from sessionctl.agent import env_sessions_dir, read_registry, registry_dir
 
+from sessiond.agentfiles import doctor_problems
 from sessiond.config import Settings
+from sessiond.server.listener import socket_is_live
+
+INOTIFY = "/proc/sys/fs/inotify"
+INOTIFY_SPARE = 16  # left for the registry folder, workspaces asked about, and other programs
 
 
-def _check_socket_folder(folder: str) -> list[str]:
-    if not os.path.exists(folder):
-        return []  # created 0700 at start
-    st = os.stat(folder)
-    problems = []
+@dataclass
+class Report:
+    lines: list[tuple[str, str]] = field(default_factory=list)
+
+    def ok(self, text: str) -> None:
+        self.lines.append(("ok", text))
+
+    def note(self, text: str) -> None:
+        self.lines.append(("note", text))
+
+    def problem(self, text: str) -> None:
+        self.lines.append(("problem", text))
+
+    @property
+    def problems(self) -> int:
+        return sum(1 for kind, _ in self.lines if kind == "problem")
+
+
+def _check_private(report: Report, what: str, path: str, st: os.stat_result, mode: int) -> bool:
+    good = True
     if st.st_uid != os.getuid():
-        problems.append(f"socket folder {folder} is owned by uid {st.st_uid}; use your own")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        problems.append(f"socket folder {folder} has mode {mode:o}; run: chmod 700 {folder}")
-    return problems
+        report.problem(f"{what} {path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()})")
+        good = False
+    actual = stat.S_IMODE(st.st_mode)
+    if actual & ~mode & 0o777:
+        report.problem(f"{what} {path} has mode {actual:o}; run: chmod {mode:o} {path}")
+        good = False
+    return good
 
 
-def _check_inotify(folders: int) -> list[str]:
+def check_socket(report: Report, socket_path: str) -> None:
+    folder = os.path.dirname(socket_path)
     try:
-        with open("/proc/sys/fs/inotify/max_user_watches") as fh:
-            limit = int(fh.read())
+        st = os.stat(folder)
+    except FileNotFoundError:
+        report.ok(f"socket folder {folder} does not exist yet; it is created 0700 at start")
+        return
+    if _check_private(report, "socket folder", folder, st, 0o700):
+        report.ok(f"socket folder {folder}: yours, mode 700")
+    try:
+        st = os.lstat(socket_path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        report.problem(f"{socket_path} is not a socket; remove it, or choose --socket")
+    elif socket_is_live(socket_path):
+        _check_private(report, "socket", socket_path, st, 0o600)
+        report.ok(f"socket {socket_path}: a sessiond answers on it")
+    else:
+        report.note(f"socket {socket_path} is stale (nothing answers); it is replaced at start")
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as fh:
+            return int(fh.read())
     except (OSError, ValueError):
-        return ["cannot read /proc/sys/fs/inotify/max_user_watches"]
-    if folders + 16 > limit:
-        return [
-            f"inotify allows {limit} watches but {folders} folders need watching; raise "
-            "fs.inotify.max_user_watches with sysctl"
-        ]
-    return []
+        return None
 
 
-def _check_folder_readable(folder: str) -> list[str]:
+def check_inotify(report: Report, folders: int) -> None:
+    """sessiond's file watcher uses one inotify instance and one watch per watched folder."""
+    need = folders + INOTIFY_SPARE
+    for name, knob in (("instances", "max_user_instances"), ("watches", "max_user_watches")):
+        limit = _read_int(f"{INOTIFY}/{knob}")
+        if limit is None:
+            report.problem(f"cannot read {INOTIFY}/{knob}: is this Linux with inotify?")
+        elif limit < need:
+            report.problem(
+                f"inotify allows {limit} {name} per user, but {folders} folders are watched; "
+                f"run: sudo sysctl fs.inotify.{knob}={max(need * 2, 1024)} (and add it to "
+                "/etc/sysctl.d/ to keep it)"
+            )
+        else:
+            report.ok(f"inotify {name}: limit {limit}, {folders} folders to watch")
+
+
+def check_sessions_folder(report: Report, folder: str, writes: bool) -> None:
     if not os.path.isdir(folder):
-        return [f"sessions folder {folder} does not exist (it is served once it does)"]
-    if not os.access(folder, os.R_OK | os.X_OK):
-        return [f"sessions folder {folder} is not readable; fix its permissions"]
-    return []
+        report.note(f"sessions folder {folder} does not exist; it is served once it does")
+    elif not os.access(folder, os.R_OK | os.X_OK):
+        report.problem(f"sessions folder {folder} is not readable; run: chmod u+rx {folder}")
+    elif writes and not os.access(folder, os.W_OK):
+        report.problem(
+            f"sessions folder {folder} is not writable, so its .workspace_index.json and "
+            f".listing_cache.json go stale; run: chmod u+w {folder}, or start with "
+            "--no-workspace-index --no-listing-cache"
+        )
+    else:
+        report.ok(f"sessions folder {folder}")
 
 
-def _check_state_dir(folder: str) -> list[str]:
+def check_state_dir(report: Report, folder: str) -> None:
+    if not os.path.exists(folder):
+        parent = folder
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if os.access(parent, os.W_OK | os.X_OK):
+            report.ok(f"state folder {folder} does not exist yet; it is created at start")
+        else:
+            report.problem(f"state folder {folder} cannot be created: {parent} is not writable")
+        return
+    if not os.path.isdir(folder):
+        report.problem(f"state folder {folder} is not a folder; remove it or use --state-dir")
+        return
+    if not _check_private(report, "state folder", folder, os.stat(folder), 0o755):
+        return
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-"):
             pass
     except OSError as exc:
-        return [f"state folder {folder} is not writable: {exc.strerror}"]
-    return []
+        report.problem(f"state folder {folder} is not writable ({exc.strerror}); fix its owner")
+        return
+    report.ok(f"state folder {folder}")
 
 
-def _check_sink(env: Mapping[str, str], settings: Settings) -> tuple[list[str], str]:
+def check_sink(report: Report, env: Mapping[str, str], settings: Settings) -> None:
     try:
         from sessiond.sink import HistorySink, SinkConfig
     except ImportError:
-        return [], "S3 sink: not built in"
-    config = SinkConfig.from_env(env, settings.s3)
+        report.note("history sink (S3): not part of this build")
+        return
+    try:
+        config = SinkConfig.from_env(env, settings.s3)
+    except ValueError as exc:
+        report.problem(f"history sink (S3): {exc}")
+        return
     if config is None:
-        return [], "S3 sink: off (CODETETHER_HISTORY_S3_* not set)"
-    sink = HistorySink(config, lambda _id: None, settings.state_dir)
-    return sink.check(), f"S3 sink: {config.endpoint} bucket {config.bucket}"
+        report.note("history sink (S3): off (CODETETHER_HISTORY_S3_* are not all set)")
+        return
+    try:
+        problems = HistorySink(config, lambda _id: None, settings.state_dir).check()
+    except Exception as exc:
+        problems = [f"history sink (S3): the check failed: {type(exc).__name__}: {exc}"]
+    for problem in problems:
+        report.problem(problem)
+    if not problems:
+        report.ok(f"history sink (S3): {config.endpoint_display} bucket {config.bucket} writable")
 
 
-def doctor(settings: Settings, env: Mapping[str, str]) -> int:
+def sessions_folders(settings: Settings, env: Mapping[str, str]) -> list[str]:
     folders = list(settings.sessions_dirs)
     if settings.discover:
         env_dir = env_sessions_dir(env)
         folders += [env_dir] if env_dir else []
         registry = registry_dir(env)
         folders += read_registry(registry) if registry else []
-    problems = _check_socket_folder(os.path.dirname(settings.socket))
-    problems += _check_inotify(len(folders) + 1)
-    for folder in sorted(set(folders)):
-        problems += _check_folder_readable(folder)
-    problems += _check_state_dir(settings.state_dir)
-    sink_problems, sink_line = _check_sink(env, settings)
-    problems += sink_problems
-    print(f"socket: {settings.socket}")
-    print(f"state folder: {settings.state_dir}")
-    print(f"sessions folders: {len(set(folders))}")
-    print(sink_line)
-    for problem in problems:
-        print(f"problem: {problem}")
-    print("all is well" if not problems else f"{len(problems)} problem(s) found")
-    return 0 if not problems else 1
+    return sorted(set(folders))
+
+
+def doctor(settings: Settings, env: Mapping[str, str]) -> int:
+    report = Report()
+    if settings.config_path and os.path.exists(settings.config_path):
+        report.ok(f"config file {settings.config_path}")
+    check_socket(report, settings.socket)
+    folders = sessions_folders(settings, env)
+    registry = registry_dir(env) if settings.discover else None
+    watched = sum(1 for f in folders if os.path.isdir(f))
+    watched += 1 if registry and os.path.isdir(registry) else 0
+    check_inotify(report, watched)
+    writes = settings.maintain_workspace_index or settings.maintain_listing_cache
+    for folder in folders:
+        check_sessions_folder(report, folder, writes)
+    for problem in doctor_problems(
+        folders,
+        workspace_index=settings.maintain_workspace_index,
+        listing_cache=settings.maintain_listing_cache,
+    ):
+        report.problem(problem)
+    if not folders:
+        report.note("no sessions folder found yet; they are picked up as the agent makes them")
+    check_state_dir(report, settings.state_dir)
+    check_sink(report, env, settings)
+    for kind, text in report.lines:
+        print(f"{kind}: {text}")
+    count = report.problems
+    print("all is well" if not count else f"{count} problem(s) found: fix them and run again")
+    return 0 if not count else 1

@@ -52,6 +52,7 @@ class Ops:
     uploads: UploadStatus = field(default_factory=UploadStatus)
     tails: TailCache = field(default_factory=TailCache)
     discover: bool = True
+    agent_files: Any = None  # sessiond.agentfiles.AgentFiles, when the daemon runs one
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.monotonic)
     _workspace_checked: dict[str, float] = field(default_factory=dict)
@@ -117,6 +118,7 @@ class Ops:
             "rescans": self.indexer.rescans,
             "overflows": self.indexer.overflows,
             "memory": {"rss_bytes": _rss_bytes(), "tail_cache": self.tails.stats()},
+            "agent_files": self.agent_files.status() if self.agent_files else None,
         }
 
     # --- barriers and actions -----------------------------------------------------------------

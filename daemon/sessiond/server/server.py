@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -28,6 +29,7 @@ from sessionctl.protocol import (
     peek_req,
 )
 
+from sessiond.config import Settings
 from sessiond.logs import log_event
 from sessiond.server.events import EventHub
 from sessiond.server.listener import peer_uid
@@ -41,12 +43,30 @@ PARTIAL_LINE_TIMEOUT_S = 30.0  # a request line must be complete within this (sl
 _encoder = msgspec.json.Encoder()
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits (config keys of the same names)."""
+
+    max_connections: int = MAX_CONNECTIONS
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    partial_line_timeout_s: float = PARTIAL_LINE_TIMEOUT_S
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            settings.max_connections, settings.idle_timeout_s, settings.partial_line_timeout_s
+        )
+
+
 def encode_line(message: Any) -> bytes:
     return _encoder.encode(message) + b"\n"
 
 
 class Server:
-    def __init__(self, ops: Ops, hub: EventHub, ready: asyncio.Event) -> None:
+    def __init__(
+        self, ops: Ops, hub: EventHub, ready: asyncio.Event, limits: Limits | None = None
+    ) -> None:
+        self._limits = limits or Limits()
         self._ops = ops
         self._hub = hub
         self._ready = ready
@@ -86,8 +106,8 @@ class Server:
             log_event("peer_refused", logging.WARNING, peer_uid=uid)
             writer.write(encode_line(error_response(ErrorCode.BAD_REQUEST, "peer uid refused")))
             return False
-        if len(self._connections) > MAX_CONNECTIONS:
-            message = f"too many connections (limit {MAX_CONNECTIONS})"
+        if len(self._connections) > self._limits.max_connections:
+            message = f"too many connections (limit {self._limits.max_connections})"
             writer.write(encode_line(error_response(ErrorCode.UNAVAILABLE, message)))
             return False
         return True
@@ -95,7 +115,8 @@ class Server:
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         splitter = LineSplitter()
         while True:
-            limit = PARTIAL_LINE_TIMEOUT_S if splitter.pending else IDLE_TIMEOUT_S
+            limits = self._limits
+            limit = limits.partial_line_timeout_s if splitter.pending else limits.idle_timeout_s
             try:
                 data = await asyncio.wait_for(reader.read(READ_CHUNK), limit)
             except TimeoutError:

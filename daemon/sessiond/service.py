@@ -1,0 +1,133 @@
+"""The service heartbeat: `STATUS=` kept current, and `WATCHDOG=1` only while sessiond is healthy.
+
+A task on the event loop checks, about once a second, that the indexer thread and the file
+watcher's thread are alive. While they are, it sends `WATCHDOG=1` every half `WATCHDOG_USEC`
+(the task running at all proves the event loop is alive) and `STATUS=` whenever the counts
+change. Once either has died the index can only go stale, so sessiond stops pinging: under a
+systemd watchdog the service manager kills and restarts it (`Restart=on-failure`); without
+one, sessiond exits with status 1 itself. Either way a dead watcher leads to a restart, never
+to a silently stale index.
+
+Test-only faults: `SESSIOND_TEST_FAULTS=watcher_dies`, read once at start, makes SIGUSR2 stop
+every watchdog observer thread in the process, the way a crashed watcher thread would end.
+Nothing in the socket protocol can reach it; it exists so the tests can kill the watcher for
+real (tests/test_service_activation.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from sessiond import systemd
+from sessiond.logs import log_event
+
+TICK_S = 1.0  # how often health and counts are looked at
+TEST_FAULTS_ENV = "SESSIOND_TEST_FAULTS"
+
+
+class Watched(Protocol):
+    """What the heartbeat needs of the indexer."""
+
+    def healthy(self) -> bool: ...
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        indexer: Watched,
+        status: Callable[[], str],
+        on_dead: Callable[[], None],
+        env: Mapping[str, str],
+    ) -> None:
+        self._indexer = indexer
+        self._status = status
+        self._on_dead = on_dead
+        self.interval = systemd.watchdog_interval(env)
+        self._sent_status: str | None = None
+
+    async def run(self) -> None:
+        # Ticks of half the interval, and a ping on the tick nearest its due time: pings are
+        # never more than 1.25 intervals (0.625 WATCHDOG_USEC) apart, even if a timer is late.
+        tick = min(TICK_S, self.interval / 2) if self.interval else TICK_S
+        next_ping = 0.0
+        while True:
+            if not self._indexer.healthy():
+                self._died()
+                return
+            lines = []
+            status = self._status()
+            if status != self._sent_status:
+                lines.append(f"STATUS={status}")
+            now = time.monotonic()
+            if self.interval and now + tick / 2 >= next_ping:
+                lines.append("WATCHDOG=1")
+                next_ping = now + self.interval
+            if lines and systemd.notify("\n".join(lines)):
+                self._sent_status = status
+            await asyncio.sleep(tick)  # a periodic timer, not a wait for another party
+
+    def _died(self) -> None:
+        restart = "the service manager's watchdog" if self.interval else "exiting with status 1"
+        log_event(
+            "unhealthy",
+            logging.CRITICAL,
+            error="the indexer or the file watcher thread has died; the index would go stale",
+            action=restart,
+        )
+        systemd.notify("STATUS=unhealthy: the file watcher or the indexer died; restarting")
+        if not self.interval:
+            self._on_dead()
+
+
+class Counted(Protocol):
+    """What the status line needs of the index."""
+
+    seq: int
+
+    def counts(self) -> Mapping[str, object]: ...
+
+
+class StatusText:
+    """The one-line `STATUS=` text (what `systemctl --user status sessiond` shows), counted
+    again only when the index has changed."""
+
+    def __init__(self, index: Counted, ready: Callable[[], bool]) -> None:
+        self._index = index
+        self._ready = ready
+        self._seq = -1
+        self._text = ""
+
+    def __call__(self) -> str:
+        if not self._ready():
+            return "building the index"
+        seq = self._index.seq
+        if seq != self._seq:
+            counts = self._index.counts()
+            self._text = (
+                f"serving {counts['sessions']} sessions in {counts['workspaces']} workspaces"
+            )
+            self._seq = seq
+        return self._text
+
+
+def install_test_faults(loop: asyncio.AbstractEventLoop, env: Mapping[str, str]) -> None:
+    """Arm the test-only faults named in `SESSIOND_TEST_FAULTS` (see the module docstring)."""
+    faults = {f.strip() for f in env.get(TEST_FAULTS_ENV, "").split(",") if f.strip()}
+    if "watcher_dies" in faults:
+        loop.add_signal_handler(signal.SIGUSR2, _stop_observers)
+        log_event("test_faults", logging.WARNING, faults=sorted(faults))
+
+
+def _stop_observers() -> None:
+    from watchdog.observers.api import BaseObserver
+
+    for thread in threading.enumerate():
+        if isinstance(thread, BaseObserver):
+            thread.stop()
+    log_event("test_fault", logging.WARNING, fault="watcher_dies")
