@@ -67,6 +67,9 @@ class Daemon:
         ops.agent_files = self.agent_files
         self.indexer.add_listener(lambda kind, record: hub.publish(_index_event(kind, record)))
         self.indexer.add_listener(uploads.on_index_change)
+        self.indexer.add_rescan_listener(
+            lambda summary: hub.publish(event_message(Event.RESCAN, summary))
+        )
         sock = self._listening_socket()
         log_event(
             "start",

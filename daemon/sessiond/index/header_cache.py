@@ -8,11 +8,13 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterable
 
 import msgspec
 
 from sessiond.index.records import SessionRecord, shared
+from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 
 CACHE_NAME = "headers.msgpack"
@@ -117,3 +119,31 @@ def save(state_dir: str, records: Iterable[SessionRecord]) -> None:
         except OSError:
             pass
         raise
+
+
+class CacheKeeper:
+    """Saves the index's records when they changed, at most once per `interval_s` unless
+    forced (at stop). A failed save (read-only or full state folder) is logged and retried at
+    the next opportunity; the daemon keeps serving."""
+
+    def __init__(self, state_dir: str | None, index: SessionIndex, interval_s: float) -> None:
+        self._state_dir = state_dir
+        self._index = index
+        self._interval = interval_s
+        self._saved_seq = -1
+        self._saved_at = 0.0
+
+    def due(self, now: float) -> bool:
+        return now - self._saved_at > self._interval
+
+    def save(self, force: bool = False) -> None:
+        self._saved_at = time.monotonic()
+        seq = self._index.seq
+        if not self._state_dir or (seq == self._saved_seq and not force):
+            return
+        try:
+            save(self._state_dir, self._index.records())
+        except OSError as exc:
+            log_event("header_cache_save_failed", logging.WARNING, error=str(exc))
+            return
+        self._saved_seq = seq

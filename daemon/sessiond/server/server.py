@@ -145,7 +145,7 @@ class Server:
 
     async def _handle(self, line: bytes) -> tuple[Request | None, bytes]:
         """Answer one request line; never raises."""
-        req: Any = None
+        req: Any = peek_req(None)  # no `req` to echo until one is read
         started = time.monotonic()
         request: Request | None = None
         try:
@@ -189,7 +189,9 @@ class Server:
         queue: asyncio.Queue[Any],
         ok: bytes,
     ) -> None:
-        closed = asyncio.ensure_future(reader.read(1))  # any input or EOF ends the stream
+        closed = asyncio.ensure_future(
+            _until_eof(reader)
+        )  # the stream runs until the client closes
         try:
             writer.write(ok)
             await writer.drain()
@@ -207,3 +209,9 @@ class Server:
         finally:
             closed.cancel()
             self._hub.unsubscribe(queue)
+
+
+async def _until_eof(reader: asyncio.StreamReader) -> None:
+    """Read and drop whatever a `watch` client sends, until it closes the connection."""
+    while await reader.read(READ_CHUNK):
+        pass

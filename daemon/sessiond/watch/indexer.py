@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from sessionctl.agent import (
@@ -23,7 +22,6 @@ from sessionctl.agent import (
     POINTER_SUFFIX,
     WORKSPACE_INDEX_NAME,
     is_session_file_name,
-    pointer_target_dir,
 )
 
 from sessiond.index import header_cache
@@ -32,9 +30,11 @@ from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 from sessiond.watch.barrier import Barriers, is_cookie
+from sessiond.watch.folders import FolderSet
 from sessiond.watch.overflow import OverflowTracker
 from sessiond.watch.roots import Discovery, Root, Source, root_key
 from sessiond.watch.watcher import FolderWatcher, FsEvent
+from sessiond.watch.work import Call, Counts
 
 PENDING_CHECK_S = 2.0  # how often folders that do not exist yet are looked for
 BATCH_MAX = 4096
@@ -42,24 +42,6 @@ CACHE_SAVE_INTERVAL_S = 60.0  # the persisted header cache is rewritten at most 
 RECONCILE_INTERVAL_S = 300.0  # a stat-only pass over every folder repairs anything missed
 
 ChangeListener = Callable[[str, SessionRecord], None]
-
-
-@dataclass
-class _Call:
-    fn: Callable[[], Any]
-    future: Future[Any]
-
-
-@dataclass
-class Counts:
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    invalid: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 class Indexer:
@@ -77,16 +59,15 @@ class Indexer:
         self._state_dir = state_dir
         self._loader = HeaderLoader()
         self._building = True  # no change notifications for what the initial build finds
-        self._cache_saved_seq = -1
-        self._cache_saved_at = 0.0
-        self._queue: queue.SimpleQueue[FsEvent | _Call | None] = queue.SimpleQueue()
+        self._cache = header_cache.CacheKeeper(state_dir, index, CACHE_SAVE_INTERVAL_S)
+        self._queue: queue.SimpleQueue[FsEvent | Call | None] = queue.SimpleQueue()
         self._watcher = FolderWatcher(self._queue.put)
         self._barriers = Barriers()
-        self._roots: dict[str, Root] = {}
-        self._roots_lock = threading.Lock()
+        self._folders = FolderSet(self._watcher, discovery, self._scan_new_root, self._forget_root)
         self._listeners: list[ChangeListener] = []
         self._agent_file_hooks: list[Callable[[str], None]] = []
         self._folder_hooks: list[Callable[[str], None]] = []
+        self._rescan_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._thread = threading.Thread(target=self._run, name="sessiond-indexer", daemon=True)
         self.ready = threading.Event()
         self.rescans = 0
@@ -98,6 +79,10 @@ class Indexer:
     def add_listener(self, listener: ChangeListener) -> None:
         """`listener(kind, record)` runs on the indexer thread for "saved" and "removed"."""
         self._listeners.append(listener)
+
+    def add_rescan_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """`listener(summary)` on the indexer thread after each rescan (its reason and counts)."""
+        self._rescan_listeners.append(listener)
 
     def add_agent_file_hook(self, hook: Callable[[str], None]) -> None:
         """`hook(path)` on the indexer thread, in event order, for every event on an agent
@@ -116,7 +101,7 @@ class Indexer:
         self._queue.put(None)
         self._thread.join(timeout=10)
         self._watcher.stop()
-        self._save_cache(force=True)
+        self._cache.save(force=True)
 
     def healthy(self) -> bool:
         return self._thread.is_alive() and self._watcher.healthy()
@@ -126,7 +111,7 @@ class Indexer:
     def call(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run `fn` on the indexer thread after everything queued before it."""
         future: Future[Any] = Future()
-        self._queue.put(_Call(fn, future))
+        self._queue.put(Call(fn, future))
         return future
 
     def barrier(self) -> tuple[Future[None], Callable[[], None]]:
@@ -157,26 +142,19 @@ class Indexer:
 
     def ensure_root(self, folder: str) -> Future[bool]:
         """Serve `folder` (interface §2 source 4) if it is a folder; true when it is served."""
-        return self.call(lambda: self._add_root(root_key(folder), Source.WORKSPACE))
+        return self.call(lambda: self._folders.add(root_key(folder), Source.WORKSPACE))
 
     def rescan(self) -> Future[dict[str, int]]:
         return self.call(self._rescan_all)
 
     def watched_folders(self) -> list[str]:
-        with self._roots_lock:
-            folders = [r.path for r in self._roots.values() if r.watched]
-        registry = self._discovery.registry
-        if registry and self._watcher.is_watching(registry):
-            folders.append(registry)
-        return folders
+        return self._folders.watched()
 
     def roots(self) -> list[Root]:
-        with self._roots_lock:
-            return [Root(r.path, set(r.sources), r.watched) for r in self._roots.values()]
+        return self._folders.roots()
 
     def is_root(self, folder: str) -> bool:
-        with self._roots_lock:
-            return folder in self._roots
+        return self._folders.is_root(folder)
 
     # --- the thread -----------------------------------------------------------------------
 
@@ -190,18 +168,18 @@ class Indexer:
         log_event(
             "index_built",
             sessions=self.index.counts()["sessions"],
-            roots=len(self._roots),
+            roots=len(self._folders.roots()),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         self.ready.set()
-        self._guarded(self._save_cache)
+        self._guarded(self._cache.save)
         while True:
             try:
                 item = self._queue.get(timeout=self._idle_timeout())
             except queue.Empty:
                 self._guarded(self._check_pending)
                 self._guarded(self._rescan_overflowed)
-                self._periodic()
+                self._guarded(self._periodic)
                 continue
             batch = [item]
             while len(batch) < BATCH_MAX:
@@ -215,12 +193,12 @@ class Indexer:
             self._guarded(self._rescan_overflowed)
             if time.monotonic() - self._last_pending_check > PENDING_CHECK_S:
                 self._guarded(self._check_pending)
-            self._periodic()
+            self._guarded(self._periodic)
 
     def _periodic(self) -> None:
         now = time.monotonic()
-        if now - self._cache_saved_at > CACHE_SAVE_INTERVAL_S:
-            self._guarded(self._save_cache)
+        if self._cache.due(now):
+            self._guarded(self._cache.save)
         if self._reconcile_interval > 0 and now - self._reconciled_at > self._reconcile_interval:
             self._guarded(lambda: self._rescan_all("periodic"))
 
@@ -237,23 +215,22 @@ class Indexer:
 
     def _initial_build(self) -> None:
         for folder, source in self._discovery.initial():
-            self._guarded(lambda f=folder, s=source: self._add_root(f, s))
-        registry = self._discovery.registry
-        if not registry:
+            self._guarded(lambda f=folder, s=source: self._folders.add(f, s))
+        if not self._folders.registry:
             return
         cached_roots = self._loader.cached_roots()
         if not cached_roots:
-            self._guarded(lambda: self._watch_registry(registry))
+            self._guarded(lambda: self._folders.watch_registry(read=True))
             return
         # A restart: serve the folders of the last run at once, and read the registry (one
         # file per session: slow with many) right after ready. Its watch starts now, so no
         # pointer written meanwhile is missed, and `sync` waits for the queued read.
         for folder in sorted(cached_roots):
-            self._guarded(lambda f=folder: self._add_root(f, Source.REGISTRY))
-        self._guarded(lambda: self._watch_registry(registry, read=False))
-        self.call(lambda: self._read_registry(registry))
+            self._guarded(lambda f=folder: self._folders.add(f, Source.REGISTRY))
+        self._guarded(lambda: self._folders.watch_registry(read=False))
+        self.call(self._folders.read_registry)
 
-    def _process(self, batch: list[FsEvent | _Call | None]) -> None:
+    def _process(self, batch: list[FsEvent | Call | None]) -> None:
         changed: dict[str, None] = {}  # ordered set: each file is read once per batch
 
         def flush() -> None:
@@ -262,13 +239,13 @@ class Indexer:
             changed.clear()
 
         for item in batch:
-            if isinstance(item, _Call):
+            if isinstance(item, Call):
                 flush()
                 self._run_call(item)
             elif isinstance(item, FsEvent):
                 if item.kind == "folder_gone":
                     flush()
-                    self._folder_gone(item.path)
+                    self._folders.gone(item.path)
                 elif item.kind == "overflow":
                     self._overflow(item.path)
                 elif is_cookie(item.path):
@@ -278,14 +255,14 @@ class Indexer:
                 elif item.path.endswith(POINTER_SUFFIX):
                     if item.kind == "changed":
                         flush()
-                        self._read_pointer(item.path)
+                        self._folders.read_pointer(item.path)
                 elif os.path.basename(item.path) in (WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME):
                     self._call_hooks(self._agent_file_hooks, item.path)
                 elif is_session_file_name(os.path.basename(item.path)):
                     changed[item.path] = None
         flush()
 
-    def _run_call(self, call: _Call) -> None:
+    def _run_call(self, call: Call) -> None:
         try:
             call.future.set_result(call.fn())
         except Exception as exc:
@@ -294,80 +271,17 @@ class Indexer:
 
     # --- folders --------------------------------------------------------------------------
 
-    def _add_root(self, folder: str, source: Source) -> bool:
-        with self._roots_lock:
-            root = self._roots.get(folder)
-            if root is None:
-                root = self._roots[folder] = Root(folder)
-            root.sources.add(source)
-            if root.watched:
-                return True
-        if not os.path.isdir(folder):
-            if source is Source.WORKSPACE and root.sources == {Source.WORKSPACE}:
-                with self._roots_lock:
-                    del self._roots[folder]  # asked about, but there is nothing to serve
-            return False
-        try:
-            self._watcher.watch(folder)
-        except OSError as exc:
-            log_event("root_unwatchable", logging.ERROR, root=folder, error=str(exc))
-            return False
-        root.watched = True
-        counts = self._scan_root(folder, Counts())
-        log_event("root_added", root=folder, source=str(source), sessions=counts.added)
-        return True
-
-    def _watch_registry(self, registry: str, read: bool = True) -> None:
-        if self._watcher.is_watching(registry) or not os.path.isdir(registry):
-            return
-        self._watcher.watch(registry)
-        if read:
-            self._read_registry(registry)
-
-    def _read_registry(self, registry: str) -> None:
-        # Many pointers name the same few folders: resolve each folder once.
-        targets = {t for name in os.listdir(registry) if (t := self._pointer_target(name))}
-        for target in sorted(targets):
-            self._add_root(root_key(target), Source.REGISTRY)
-
-    def _pointer_target(self, name: str) -> str | None:
-        if not name.endswith(POINTER_SUFFIX) or self._discovery.registry is None:
-            return None
-        try:
-            with open(os.path.join(self._discovery.registry, name), "rb") as fh:
-                return pointer_target_dir(fh.read(64 * 1024))
-        except OSError:
-            return None
-
-    def _read_pointer(self, path: str) -> None:
-        if os.path.dirname(path) != self._discovery.registry:
-            return
-        target = self._pointer_target(os.path.basename(path))
-        if target:
-            self._add_root(root_key(target), Source.REGISTRY)
-
-    def _folder_gone(self, folder: str) -> None:
-        self._watcher.unwatch(folder)
-        self._barriers.release_folder(folder)
-        with self._roots_lock:
-            root = self._roots.get(folder)
-            if root is not None:
-                root.watched = False
-        for record in self.index.remove_root(folder):
-            self._notify("removed", record)
-        log_event("root_gone", root=folder)
-
     def _check_pending(self) -> None:
         self._last_pending_check = time.monotonic()
-        with self._roots_lock:
-            pending = [
-                (r.path, next(iter(r.sources))) for r in self._roots.values() if not r.watched
-            ]
-        for folder, source in pending:
-            if os.path.isdir(folder):
-                self._add_root(folder, source)
-        if self._discovery.registry:
-            self._watch_registry(self._discovery.registry)
+        self._folders.check_pending()
+
+    def _scan_new_root(self, folder: str) -> int:
+        return self._scan_root(folder, Counts()).added
+
+    def _forget_root(self, folder: str) -> None:
+        self._barriers.release_folder(folder)
+        for record in self.index.remove_root(folder):
+            self._notify("removed", record)
 
     # --- overflows ------------------------------------------------------------------------
 
@@ -388,27 +302,27 @@ class Indexer:
         for folder in sorted(folders):
             if self.is_root(folder):
                 self._scan_root(folder, counts)
-            elif folder == self._discovery.registry:
-                self._read_registry(folder)
+            elif folder == self._folders.registry:
+                self._folders.read_registry()
             self._barriers.release_folder(folder)  # its cookie events may be among the lost
         self.rescans += 1
-        log_event("rescan", reason="overflow", folders=len(folders), **counts.as_dict())
+        self._rescanned({"reason": "overflow", "folders": len(folders), **counts.as_dict()})
 
     # --- files ----------------------------------------------------------------------------
 
     def _rescan_all(self, reason: str = "request") -> dict[str, int]:
         counts = Counts()
         started = time.monotonic()
-        self._check_pending()
+        self._folders.check_pending()
         for folder in [r.path for r in self.roots() if r.watched]:
             if os.path.isdir(folder):
                 self._scan_root(folder, counts)
             else:  # removed or moved away without an event we could see
-                self._folder_gone(folder)
+                self._folders.gone(folder)
         self.rescans += 1
         self._reconciled_at = time.monotonic()
         duration_ms = round((self._reconciled_at - started) * 1000, 1)
-        log_event("rescan", reason=reason, duration_ms=duration_ms, **counts.as_dict())
+        self._rescanned({"reason": reason, "duration_ms": duration_ms, **counts.as_dict()})
         return counts.as_dict()
 
     def _scan_root(self, folder: str, counts: Counts) -> Counts:
@@ -452,18 +366,13 @@ class Indexer:
             counts.removed += 1
             self._notify("removed", old)
 
-    def _save_cache(self, force: bool = False) -> None:
-        """Persist the header cache when the index changed since the last save."""
-        self._cache_saved_at = time.monotonic()
-        if not self._state_dir or (self.index.seq == self._cache_saved_seq and not force):
-            return
-        seq = self.index.seq
-        try:
-            header_cache.save(self._state_dir, self.index.records())
-        except OSError as exc:
-            log_event("header_cache_save_failed", logging.WARNING, error=str(exc))
-            return
-        self._cache_saved_seq = seq
+    def _rescanned(self, summary: dict[str, Any]) -> None:
+        log_event("rescan", **summary)
+        for listener in self._rescan_listeners:
+            try:
+                listener(summary)
+            except Exception:
+                log_event("listener_error", logging.ERROR, exc_info=True)
 
     def _call_hooks(self, hooks: list[Callable[[str], None]], path: str) -> None:
         for hook in hooks:
