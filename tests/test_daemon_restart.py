@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 from sessionctl import DaemonError
 from support.agent_sim import AgentSim, make_workspace, new_session
-from support.daemon import DaemonFactory
+from support.daemon import DaemonFactory, wait_for
 
 
 def test_changes_made_while_down_are_served_after_a_restart(
@@ -55,3 +56,28 @@ def test_without_discovery_cached_folders_are_not_served(daemons: DaemonFactory,
     assert first.stop() == 0
     second = daemons(name="same", discover=False).start()
     assert second.client().status()["sessions"] == 0
+
+
+def test_sighup_rereads_the_config_and_serves_new_folders(
+    daemons: DaemonFactory, base: str
+) -> None:
+    sim = AgentSim(os.path.join(base, "global"), write_pointer=False)
+    first_ws, first_folder = make_workspace(base, "first")
+    second_ws, second_folder = make_workspace(base, "second")
+    sim.save(first_folder, new_session(first_ws))
+    later = new_session(second_ws)
+    sim.save(second_folder, later)
+    config = os.path.join(base, "sessiond.toml")
+    with open(config, "w") as fh:
+        fh.write(f"sessions_dirs = [{first_folder!r}]\ndiscover = false\n")
+    daemon = daemons(extra_args=["--config", config]).start()
+    client = daemon.client()
+    with pytest.raises(DaemonError):
+        client.get(later["id"])
+    with open(config, "w") as fh:
+        fh.write(f"sessions_dirs = [{first_folder!r}, {second_folder!r}]\ndiscover = false\n")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    # The reload is queued before the rescan it triggers; wait for that rescan's log line.
+    wait_for(lambda: daemon.events_named("rescan"), 10, "the reload's rescan")
+    assert client.get(later["id"], sync=True)["session_id"] == later["id"]

@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sessionctl.protocol import Event, event_message
 
@@ -21,7 +21,7 @@ from sessiond.agentfiles import AgentFiles
 from sessiond.config import ConfigError, Settings
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
-from sessiond.logs import log_event
+from sessiond.logs import log_event, set_level
 from sessiond.server.events import EventHub
 from sessiond.server.listener import SocketError, bind_socket, inherited_socket
 from sessiond.server.ops import Ops
@@ -35,8 +35,14 @@ HEARTBEAT_S = 60.0
 
 
 class Daemon:
-    def __init__(self, settings: Settings, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        env: Mapping[str, str],
+        reread: Callable[[], Settings] | None = None,
+    ) -> None:
         self.settings = settings
+        self._reread = reread
         self.env = env
         self.index = SessionIndex()
         self.indexer = Indexer(
@@ -139,8 +145,21 @@ class Daemon:
                 pass
 
     def _reload(self) -> None:
+        """SIGHUP: read the config again, serve newly configured folders, set the log level,
+        and reconcile every folder. Settings that need a restart (socket, state folder, S3)
+        keep their old values until then."""
         log_event("reload")
         systemd.notify_reloading()
+        if self._reread is not None:
+            try:
+                fresh = self._reread()
+            except ConfigError as exc:
+                log_event("reload_failed", logging.ERROR, error=str(exc))
+            else:
+                set_level(fresh.log_level)
+                for folder in set(fresh.sessions_dirs) - set(self.settings.sessions_dirs):
+                    self.indexer.serve_configured(folder)
+                self.settings.sessions_dirs = fresh.sessions_dirs
         self.indexer.rescan().add_done_callback(lambda _: systemd.notify("READY=1"))
 
     async def _heartbeat(self, ops: Ops) -> None:
@@ -174,9 +193,11 @@ def _index_event(kind: str, record: SessionRecord) -> dict[str, object]:
     )
 
 
-def run_daemon(settings: Settings, env: Mapping[str, str]) -> int:
+def run_daemon(
+    settings: Settings, env: Mapping[str, str], reread: Callable[[], Settings] | None = None
+) -> int:
     try:
-        return asyncio.run(Daemon(settings, env).run())
+        return asyncio.run(Daemon(settings, env, reread).run())
     except KeyboardInterrupt:
         return 0
     except (SocketError, ConfigError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 from sessiond.config import LOG_FORMATS, ConfigError, Settings, load_settings
 
@@ -65,12 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sessiond: {exc}", file=sys.stderr)
         return 2
+
+    def reread() -> Settings:  # SIGHUP: the config file and environment, read again
+        return load_settings(args, dict(os.environ))
+
     if args.command == "run":
-        return _run(settings, env)
+        return _run(settings, env, reread)
     if args.command == "start":
         from sessiond.daemonize import start
 
-        return start(settings, env, args.pidfile, lambda: _run(settings, env))
+        return start(settings, env, args.pidfile, lambda: _run(settings, env, reread))
     if args.command == "stop":
         from sessiond.daemonize import stop
 
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     return doctor(settings, env)
 
 
-def _run(settings: Settings, env: dict[str, str]) -> int:
+def _run(settings: Settings, env: dict[str, str], reread: Callable[[], Settings]) -> int:
     from sessiond.app import run_daemon
     from sessiond.logs import configure
 
@@ -89,4 +94,4 @@ def _run(settings: Settings, env: dict[str, str]) -> int:
     except RuntimeError as exc:  # --log-format journal without systemd-python
         print(f"sessiond: {exc}", file=sys.stderr)
         return 2
-    return run_daemon(settings, env)
+    return run_daemon(settings, env, reread)

@@ -105,6 +105,10 @@ def configure(log_format: str = "auto", level: str = "info") -> str:
     return chosen
 
 
+def set_level(level: str) -> None:
+    logging.getLogger(LOGGER_NAME).setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
 def redact(value: str | None, keep: int = 4) -> str | None:
     """Show only the first `keep` characters of an identifier such as an access key."""
     if not value:

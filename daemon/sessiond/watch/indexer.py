@@ -144,6 +144,10 @@ class Indexer:
         """Serve `folder` (interface §2 source 4) if it is a folder; true when it is served."""
         return self.call(lambda: self._folders.add(root_key(folder), Source.WORKSPACE))
 
+    def serve_configured(self, folder: str) -> Future[bool]:
+        """Serve a folder the configuration names (a SIGHUP added it)."""
+        return self.call(lambda: self._folders.add(root_key(folder), Source.CONFIG))
+
     def rescan(self) -> Future[dict[str, int]]:
         return self.call(self._rescan_all)
 
