@@ -11,23 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from typing import NamedTuple
+
+from sessiond.index.records import FileVersion
 
 TMP_PREFIX = ".sessiond-tmp-"
 MAX_READ_BYTES = 256 << 20  # a bigger sidecar is nothing the agent wrote: replace it unread
 
 
-class Stamp(NamedTuple):
-    """Identifies one written version of a file, to recognise sessiond's own writes."""
-
-    dev: int
-    ino: int
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> Stamp:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+# A written file's version, to recognise sessiond's own writes: the index's FileVersion.
+Stamp = FileVersion
 
 
 def tmp_path(folder: str, name: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 
@@ -16,6 +15,7 @@ import msgspec
 from sessiond.index.records import SessionRecord, shared
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
+from sessiond.statefile import write_state_file
 
 CACHE_NAME = "headers.msgpack"
 FORMAT = "sessiond-header-cache"
@@ -103,22 +103,9 @@ def load(state_dir: str) -> dict[str, SessionRecord]:
 
 
 def save(state_dir: str, records: Iterable[SessionRecord]) -> None:
-    """Write the cache atomically (temp file, fsync, rename). Raises OSError on failure."""
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    """Write the cache atomically. Raises OSError on failure."""
     data = _encoder.encode(_CacheFile(FORMAT, FORMAT_VERSION, [_entry(r) for r in records]))
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=f".{CACHE_NAME}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, os.path.join(state_dir, CACHE_NAME))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_state_file(os.path.join(state_dir, CACHE_NAME), data)
 
 
 class CacheKeeper:

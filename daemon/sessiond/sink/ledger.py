@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import msgspec
 
 from sessiond.logs import log_event
+from sessiond.statefile import write_state_file
 
 LEDGER_NAME = "uploads.ledger"
 _FORMAT = "sessiond-upload-ledger"
@@ -125,7 +126,7 @@ class Ledger:
                 doc = _LedgerFile(_FORMAT, _VERSION, self._target, dict(self._entries))
                 self._dirty = False
             try:
-                atomic_write(self.path, _ENCODER.encode(doc))
+                write_state_file(self.path, _ENCODER.encode(doc))
             except OSError:
                 self._dirty = True
                 raise
@@ -138,28 +139,3 @@ class Ledger:
         finally:
             with self._lock:
                 self._closed = True
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Write `data` to `path` by tmp + fsync + rename, so a crash leaves the old or the new."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
