@@ -7,6 +7,7 @@ persisted cache, or a remembered "this version is garbage" all spare the read an
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -29,6 +30,25 @@ class Loaded:
     outcome: Outcome
     record: SessionRecord | None = None
     error: str | None = None
+    version: FileVersion | None = None  # of an invalid file: it is not decoded again
+
+
+def read_and_decode(path: str, root: str) -> Loaded:
+    """Read and decode one file. Pure apart from the read, so it can run in a worker process."""
+    try:
+        with open(path, "rb") as fh:
+            # The version of the bytes actually read, even if the file was just replaced.
+            version = FileVersion.of(os.fstat(fh.fileno()))
+            data = fh.read()
+    except FileNotFoundError:
+        return Loaded(Outcome.MISSING)
+    except OSError as exc:
+        return Loaded(Outcome.UNREADABLE, error=exc.strerror or str(exc))
+    try:
+        decoded = decode_session(data)
+    except InvalidSession as exc:
+        return Loaded(Outcome.INVALID, error=str(exc)[:200], version=version)
+    return Loaded(Outcome.DECODED, SessionRecord.from_decoded(path, root, version, decoded))
 
 
 class HeaderLoader:
@@ -45,6 +65,24 @@ class HeaderLoader:
         self._cached = {}
 
     def load(self, path: str, root: str, known: SessionRecord | None) -> Loaded:
+        return self.load_many([(path, root, known)])[0]
+
+    def load_many(
+        self,
+        items: Sequence[tuple[str, str, SessionRecord | None]],
+        decode_all: Callable[[list[tuple[str, str]]], list[Loaded]] | None = None,
+    ) -> list[Loaded]:
+        """Load each (path, root, indexed record); the files that must be decoded go to
+        `decode_all` together (a process pool for a crawl), else are decoded here."""
+        results: list[Loaded | None] = [self._without_decoding(*item) for item in items]
+        pending = [i for i, loaded in enumerate(results) if loaded is None]
+        jobs = [(items[i][0], items[i][1]) for i in pending]
+        decoded = decode_all(jobs) if decode_all and jobs else [read_and_decode(*j) for j in jobs]
+        for i, loaded in zip(pending, decoded, strict=True):
+            results[i] = self._remember(items[i][0], loaded)
+        return [loaded for loaded in results if loaded is not None]
+
+    def _without_decoding(self, path: str, root: str, known: SessionRecord | None) -> Loaded | None:
         try:
             version = FileVersion.of(os.stat(path))
         except FileNotFoundError:
@@ -59,23 +97,11 @@ class HeaderLoader:
             return Loaded(Outcome.CACHED, cached)
         if self._invalid.get(path) == version:
             return Loaded(Outcome.STILL_INVALID)
-        return self._decode(path, root)
+        return None
 
-    def _decode(self, path: str, root: str) -> Loaded:
-        try:
-            with open(path, "rb") as fh:
-                # The version of the bytes actually read, even if the file was just replaced.
-                version = FileVersion.of(os.fstat(fh.fileno()))
-                data = fh.read()
-        except FileNotFoundError:
+    def _remember(self, path: str, loaded: Loaded) -> Loaded:
+        if loaded.outcome is Outcome.INVALID and loaded.version is not None:
+            self._invalid[path] = loaded.version
+        elif loaded.outcome in (Outcome.DECODED, Outcome.MISSING):
             self._invalid.pop(path, None)
-            return Loaded(Outcome.MISSING)
-        except OSError as exc:
-            return Loaded(Outcome.UNREADABLE, error=exc.strerror or str(exc))
-        try:
-            decoded = decode_session(data)
-        except InvalidSession as exc:
-            self._invalid[path] = version
-            return Loaded(Outcome.INVALID, error=str(exc)[:200])
-        self._invalid.pop(path, None)
-        return Loaded(Outcome.DECODED, SessionRecord.from_decoded(path, root, version, decoded))
+        return loaded

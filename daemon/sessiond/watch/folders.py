@@ -25,10 +25,11 @@ class FolderSet:
         self,
         watcher: FolderWatcher,
         discovery: Discovery,
-        scan: Callable[[str], int],
+        scan: Callable[[str], int | None],
         forget: Callable[[str], None],
     ) -> None:
-        """`scan(folder)` indexes a newly watched folder (returns the sessions added);
+        """`scan(folder)` indexes a newly watched folder (returns the sessions added, or None
+        when the scan is deferred to the initial crawl);
         `forget(folder)` drops a vanished folder's sessions."""
         self._watcher = watcher
         self._discovery = discovery

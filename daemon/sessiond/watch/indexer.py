@@ -25,7 +25,8 @@ from sessionctl.agent import (
 )
 
 from sessiond.index import header_cache
-from sessiond.index.loader import HeaderLoader, Outcome
+from sessiond.index.crawl import CrawlPool
+from sessiond.index.loader import HeaderLoader, Loaded, Outcome
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
@@ -58,6 +59,8 @@ class Indexer:
         self._discovery = discovery
         self._state_dir = state_dir
         self._loader = HeaderLoader()
+        self._crawl = CrawlPool()
+        self._to_crawl: list[str] = []
         self._building = True  # no change notifications for what the initial build finds
         self._cache = header_cache.CacheKeeper(state_dir, index, CACHE_SAVE_INTERVAL_S)
         self._queue: queue.SimpleQueue[FsEvent | Call | None] = queue.SimpleQueue()
@@ -218,6 +221,14 @@ class Indexer:
             log_event("indexer_error", logging.ERROR, exc_info=True)
 
     def _initial_build(self) -> None:
+        self._add_initial_folders()
+        try:
+            self._guarded(lambda: self._scan_roots(self._to_crawl, Counts()))
+        finally:
+            self._to_crawl = []
+            self._crawl.close()
+
+    def _add_initial_folders(self) -> None:
         for folder, source in self._discovery.initial():
             self._guarded(lambda f=folder, s=source: self._folders.add(f, s))
         if not self._folders.registry:
@@ -279,7 +290,10 @@ class Indexer:
         self._last_pending_check = time.monotonic()
         self._folders.check_pending()
 
-    def _scan_new_root(self, folder: str) -> int:
+    def _scan_new_root(self, folder: str) -> int | None:
+        if self._building:  # the initial build scans all its folders together, afterwards
+            self._to_crawl.append(folder)
+            return None
         return self._scan_root(folder, Counts()).added
 
     def _forget_root(self, folder: str) -> None:
@@ -318,11 +332,16 @@ class Indexer:
         counts = Counts()
         started = time.monotonic()
         self._folders.check_pending()
+        present = []
         for folder in [r.path for r in self.roots() if r.watched]:
             if os.path.isdir(folder):
-                self._scan_root(folder, counts)
+                present.append(folder)
             else:  # removed or moved away without an event we could see
                 self._folders.gone(folder)
+        try:
+            self._scan_roots(present, counts)
+        finally:
+            self._crawl.close()
         self.rescans += 1
         self._reconciled_at = time.monotonic()
         duration_ms = round((self._reconciled_at - started) * 1000, 1)
@@ -330,25 +349,36 @@ class Indexer:
         return counts.as_dict()
 
     def _scan_root(self, folder: str, counts: Counts) -> Counts:
-        """Reconcile one folder with the index: stat every session file, read changed ones."""
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            names = []
-        present = {os.path.join(folder, n) for n in names if is_session_file_name(n)}
-        for path in self.index.versions_under(folder).keys() - present:
-            self._refresh(path, counts)
-        for path in sorted(present):
-            self._refresh(path, counts)
-        self._call_hooks(self._folder_hooks, folder)
+        return self._scan_roots([folder], counts)
+
+    def _scan_roots(self, folders: list[str], counts: Counts) -> Counts:
+        """Reconcile folders with the index: stat every session file, and decode the changed
+        ones together (on every core when there are many)."""
+        work: list[tuple[str, str]] = []
+        for folder in folders:
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                names = []
+            present = {os.path.join(folder, n) for n in names if is_session_file_name(n)}
+            work += [(p, folder) for p in self.index.versions_under(folder).keys() - present]
+            work += [(p, folder) for p in sorted(present)]
+        items = [(path, folder, self.index.by_path(path)) for path, folder in work]
+        for (path, _), loaded in zip(
+            work, self._loader.load_many(items, self._crawl.decode_all), strict=True
+        ):
+            self._apply(path, loaded, counts)
+        for folder in folders:
+            self._call_hooks(self._folder_hooks, folder)
         return counts
 
     def _refresh(self, path: str, counts: Counts) -> None:
         """Bring the index up to date with the file at `path`, whatever state it is in."""
         folder = os.path.dirname(path)
-        if not self.is_root(folder):
-            return
-        loaded = self._loader.load(path, folder, self.index.by_path(path))
+        if self.is_root(folder):
+            self._apply(path, self._loader.load(path, folder, self.index.by_path(path)), counts)
+
+    def _apply(self, path: str, loaded: Loaded, counts: Counts) -> None:
         if loaded.outcome in (Outcome.UNCHANGED, Outcome.STILL_INVALID):
             counts.unchanged += 1
             return
