@@ -24,6 +24,7 @@ from sessiond.index.tails import TailCache, TailUnavailable
 from sessiond.watch.indexer import Indexer
 
 WORKSPACE_RECHECK_S = 2.0  # how long "this workspace has no sessions folder" is believed
+CANONICAL_TTL_S = 1.0  # how long a workspace's resolved path is reused (a request with sync: 0)
 Fields = dict[str, Any]
 
 
@@ -56,6 +57,7 @@ class Ops:
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.monotonic)
     _workspace_checked: dict[str, float] = field(default_factory=dict)
+    _canonical_memo: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def handler(self, op: str) -> Callable[[Fields], Awaitable[Fields]] | None:
         return getattr(self, f"op_{op}", None)
@@ -66,7 +68,7 @@ class Ops:
         return {"version": __version__, "instance": self.instance, "seq": self.index.seq}
 
     async def op_resume(self, args: Fields) -> Fields:
-        workspace = canonicalize(args["workspace"])
+        workspace = self._canonical(args["workspace"], fresh=args["sync"])
         await self._serve_workspace(workspace, fresh=args["sync"])
         if args["sync"]:
             await self._barrier(None)
@@ -86,7 +88,7 @@ class Ops:
     async def op_list(self, args: Fields) -> Fields:
         workspace = args["workspace"]
         if workspace is not None:
-            workspace = canonicalize(workspace)
+            workspace = self._canonical(workspace, fresh=args["sync"])
             await self._serve_workspace(workspace, fresh=args["sync"])
         if args["sync"]:
             await self._barrier(None)
@@ -153,6 +155,19 @@ class Ops:
             raise ProtocolError(
                 ErrorCode.TIMEOUT, f"the index did not catch up within {limit}s"
             ) from None
+
+    def _canonical(self, workspace: str, fresh: bool) -> str:
+        """The agent's canonical workspace, resolved at most once a second per spelling: the
+        symlink walk is the largest cost of a resume. `sync` asks for a fresh resolution."""
+        now = time.monotonic()
+        hit = self._canonical_memo.get(workspace)
+        if hit is not None and not fresh and now - hit[0] < CANONICAL_TTL_S:
+            return hit[1]
+        if len(self._canonical_memo) > 10_000:
+            self._canonical_memo.clear()
+        resolved = canonicalize(workspace)
+        self._canonical_memo[workspace] = (now, resolved)
+        return resolved
 
     async def _serve_workspace(self, workspace: str, fresh: bool) -> None:
         """Source 4 of interface §2: the asked workspace's own sessions folder, when it exists."""
