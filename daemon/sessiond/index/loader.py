@@ -64,8 +64,21 @@ class HeaderLoader:
         """Drop the persisted cache's records once the initial build has used them."""
         self._cached = {}
 
-    def load(self, path: str, root: str, known: SessionRecord | None) -> Loaded:
-        return self.load_many([(path, root, known)])[0]
+    def load(
+        self, path: str, root: str, known: SessionRecord | None, reread: bool = False
+    ) -> Loaded:
+        """`reread`: read the file even when its version is the indexed one. Its mode or owner
+        changed, and only a read tells whether it can still be read (root or not)."""
+        if not reread:
+            return self.load_many([(path, root, known)])[0]
+        loaded = self._remember(path, read_and_decode(path, root))
+        if (
+            known is not None
+            and loaded.record is not None
+            and loaded.record.version == known.version
+        ):
+            return Loaded(Outcome.UNCHANGED, known)
+        return loaded
 
     def load_many(
         self,
@@ -84,16 +97,20 @@ class HeaderLoader:
 
     def _without_decoding(self, path: str, root: str, known: SessionRecord | None) -> Loaded | None:
         try:
-            version = FileVersion.of(os.stat(path))
+            st = os.stat(path)
         except FileNotFoundError:
             self._invalid.pop(path, None)
             return Loaded(Outcome.MISSING)
         except OSError as exc:
             return Loaded(Outcome.UNREADABLE, error=exc.strerror or str(exc))
+        version = FileVersion.of(st)
         if known is not None and known.version == version:
             return Loaded(Outcome.UNCHANGED, known)
         cached = self._cached.pop(path, None)
-        if cached is not None and cached.version == version and cached.root == root:
+        # A file that no one may read (mode 000 while sessiond was stopped) is read to be
+        # sure: its cached header would serve a session the agent cannot load.
+        readable = st.st_mode & 0o444
+        if cached is not None and cached.version == version and cached.root == root and readable:
             return Loaded(Outcome.CACHED, cached)
         if self._invalid.get(path) == version:
             return Loaded(Outcome.STILL_INVALID)

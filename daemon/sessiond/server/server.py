@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -29,33 +28,15 @@ from sessionctl.protocol import (
     peek_req,
 )
 
-from sessiond.config import Settings
 from sessiond.logs import log_event
 from sessiond.server.events import EventHub
+from sessiond.server.limits import Limits, fit_descriptors
 from sessiond.server.listener import peer_uid
 from sessiond.server.ops import Ops
 
 READ_CHUNK = 256 * 1024
 SLOW_REQUEST_S = 0.1
-MAX_CONNECTIONS = 1024
-IDLE_TIMEOUT_S = 600.0  # a connection with no request for this long is closed
-PARTIAL_LINE_TIMEOUT_S = 30.0  # a request line must be complete within this (slow-loris)
 _encoder = msgspec.json.Encoder()
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-connection limits (config keys of the same names)."""
-
-    max_connections: int = MAX_CONNECTIONS
-    idle_timeout_s: float = IDLE_TIMEOUT_S
-    partial_line_timeout_s: float = PARTIAL_LINE_TIMEOUT_S
-
-    @classmethod
-    def of(cls, settings: Settings) -> Limits:
-        return cls(
-            settings.max_connections, settings.idle_timeout_s, settings.partial_line_timeout_s
-        )
 
 
 def encode_line(message: Any) -> bytes:
@@ -66,7 +47,7 @@ class Server:
     def __init__(
         self, ops: Ops, hub: EventHub, ready: asyncio.Event, limits: Limits | None = None
     ) -> None:
-        self._limits = limits or Limits()
+        self._limits = fit_descriptors(limits or Limits())
         self._ops = ops
         self._hub = hub
         self._ready = ready
@@ -114,20 +95,26 @@ class Server:
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         splitter = LineSplitter()
+        line_started = 0.0  # when the first byte of the unfinished line came
         while True:
-            limits = self._limits
-            limit = limits.partial_line_timeout_s if splitter.pending else limits.idle_timeout_s
+            if splitter.pending:  # the whole line must come in time, not each byte of it
+                limit = line_started + self._limits.partial_line_timeout_s - time.monotonic()
+            else:
+                limit = self._limits.idle_timeout_s
             try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), limit)
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), max(0.0, limit))
             except TimeoutError:
                 log_event("connection_timeout", partial_line=bool(splitter.pending))
                 return
             if not data:
                 return
+            waiting = splitter.pending
             try:
                 lines = splitter.feed(data)
             except LineTooLarge:
                 lines = []
+            if splitter.pending and (lines or not waiting):
+                line_started = time.monotonic()
             for line in lines:
                 request, reply = await self._handle(line)
                 if request is not None and request.op == "watch":

@@ -29,6 +29,8 @@ class Barriers:
         self._waiting: dict[int, Future[None]] = {}
         self._remaining: dict[int, set[str]] = {}
         self._owner: dict[str, int] = {}
+        self._planted: dict[str, int] = {}  # cookie -> its place in the order of creation
+        self._next_seq = 0
 
     def plant(self, folders: list[str]) -> tuple[Future[None], list[str]]:
         """Create a cookie in each folder. Returns the future, resolved when all are seen, and
@@ -45,16 +47,35 @@ class Barriers:
         failed: list[str] = []
         for folder in folders:
             cookie = os.path.join(folder, f"{COOKIE_PREFIX}{os.getpid()}-{barrier_id}")
+            # Created under the lock, so a `mark()` falls wholly before or after its creation.
             with self._lock:
                 self._owner[cookie] = barrier_id
                 self._remaining[barrier_id].add(cookie)
-            try:
-                os.close(os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            except OSError:
+                self._planted[cookie] = self._next_seq
+                self._next_seq += 1
+                try:
+                    os.close(os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                    made = True
+                except OSError:
+                    made = False
+            if not made:
                 failed.append(folder)
                 self._release(cookie)
         self._release(planting)
         return future, failed
+
+    def mark(self) -> int:
+        """A point in the order of cookie creation: `release_folder(f, before=mark)` releases
+        exactly the cookies made before it. Take it once a folder's watch is in place and
+        before scanning it: a cookie made earlier may never give an event (its folder was not
+        watched), but the scan covers it; a cookie made later gives its event."""
+        with self._lock:
+            return self._next_seq
+
+    def held(self, folders: set[str]) -> bool:
+        """True when a cookie waits in one of `folders`."""
+        with self._lock:
+            return any(os.path.dirname(c) in folders for c in self._planted)
 
     def seen(self, cookie: str) -> None:
         """The indexer reached `cookie`'s event: remove the file, maybe release a barrier."""
@@ -64,15 +85,21 @@ class Barriers:
             pass
         self._release(cookie)
 
-    def release_folder(self, folder: str) -> None:
-        """Events of `folder` were lost or it is gone: its cookies count as seen."""
+    def release_folder(self, folder: str, before: int | None = None) -> None:
+        """Events of `folder` were lost or it is gone, or it was just scanned: its cookies
+        (those made before the mark `before`, when given) count as seen."""
         with self._lock:
-            cookies = [c for c in self._owner if os.path.dirname(c) == folder]
+            cookies = [
+                c
+                for c, seq in self._planted.items()
+                if os.path.dirname(c) == folder and (before is None or seq < before)
+            ]
         for cookie in cookies:
             self.seen(cookie)
 
     def _release(self, cookie: str) -> None:
         with self._lock:
+            self._planted.pop(cookie, None)
             barrier_id = self._owner.pop(cookie, None)
             if barrier_id is None:
                 return

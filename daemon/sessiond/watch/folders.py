@@ -79,6 +79,8 @@ class FolderSet:
             return False
         try:
             self._watcher.watch(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return False  # gone again since it was seen: still pending, nothing to report
         except OSError as exc:
             if folder not in self._unwatchable:  # retried every few seconds: say it once
                 self._unwatchable.add(folder)
@@ -99,6 +101,16 @@ class FolderSet:
                 root.watched = False
         self._forget(folder)
         log_event("root_gone", root=folder)
+
+    def verify(self, folder: str) -> bool:
+        """True when `folder` is watched and its path still leads to the watched folder. One
+        that moved away unseen (its parent renamed) is gone, whatever is at its path now."""
+        if not self._watcher.is_watching(folder):
+            return False
+        if self._watcher.still_watching(folder):
+            return True
+        self.gone(folder)
+        return False
 
     def check_pending(self) -> None:
         """Serve the folders that exist now, and watch the registry once it exists."""

@@ -128,9 +128,12 @@ class Indexer:
         # folders (the registry too) that appeared since the last pending check: they hold no
         # cookie, and a save that created them must be seen.
         def catch_up() -> None:
+            for folder in folders:  # a folder moved unseen holds a cookie no event will show
+                self._folders.verify(folder)
             self._check_pending()
             for folder in failed:
-                self._scan_root(folder, Counts())
+                if self._folders.verify(folder):
+                    self._scan_root(folder, Counts())
 
         queued = self.call(catch_up)
         done: Future[None] = Future()
@@ -247,11 +250,13 @@ class Indexer:
 
     def _process(self, batch: list[FsEvent | Call | None]) -> None:
         changed: dict[str, None] = {}  # ordered set: each file is read once per batch
+        reread: set[str] = set()  # of those, the ones whose mode may have changed
 
         def flush() -> None:
             for path in changed:
-                self._refresh(path, Counts())
+                self._refresh(path, Counts(), path in reread)
             changed.clear()
+            reread.clear()
 
         for item in batch:
             if isinstance(item, Call):
@@ -264,7 +269,8 @@ class Indexer:
                 elif item.kind == "overflow":
                     self._overflow(item.path)
                 elif is_cookie(item.path):
-                    if item.kind == "changed":
+                    # A cookie in a folder that lost events waits for that folder's rescan.
+                    if item.kind == "changed" and not self._overflows.has(item.path):
                         flush()
                         self._barriers.seen(item.path)
                 elif item.path.endswith(POINTER_SUFFIX):
@@ -275,6 +281,8 @@ class Indexer:
                     self._call_hooks(self._agent_file_hooks, item.path)
                 elif is_session_file_name(os.path.basename(item.path)):
                     changed[item.path] = None
+                    if item.kind == "attrib":
+                        reread.add(item.path)
         flush()
 
     def _run_call(self, call: Call) -> None:
@@ -294,7 +302,10 @@ class Indexer:
         if self._building:  # the initial build scans all its folders together, afterwards
             self._to_crawl.append(folder)
             return None
-        return self._scan_root(folder, Counts()).added
+        mark = self._barriers.mark()  # the watch is in place: cookies from now give events
+        added = self._scan_root(folder, Counts()).added
+        self._barriers.release_folder(folder, before=mark)  # made unwatched, but scanned now
+        return added
 
     def _forget_root(self, folder: str) -> None:
         self._barriers.release_folder(folder)
@@ -313,16 +324,19 @@ class Indexer:
 
     def _rescan_overflowed(self) -> None:
         """Rescan the folders whose events were lost, when the backoff allows."""
-        folders = self._overflows.take_due(time.monotonic())
+        urgent = self._barriers.held(self._overflows.pending())
+        folders = self._overflows.take_due(time.monotonic(), urgent)
         if not folders:
             return
         counts = Counts()
         for folder in sorted(folders):
-            if self.is_root(folder):
+            mark = self._barriers.mark()
+            if self.is_root(folder) and self._folders.verify(folder):
                 self._scan_root(folder, counts)
             elif folder == self._folders.registry:
                 self._folders.read_registry()
-            self._barriers.release_folder(folder)  # its cookie events may be among the lost
+            # Its cookies' events may be among the lost, or held back: the scan covers them.
+            self._barriers.release_folder(folder, before=mark)
         self.rescans += 1
         self._rescanned({"reason": "overflow", "folders": len(folders), **counts.as_dict()})
 
@@ -372,11 +386,16 @@ class Indexer:
             self._call_hooks(self._folder_hooks, folder)
         return counts
 
-    def _refresh(self, path: str, counts: Counts) -> None:
+    def _refresh(self, path: str, counts: Counts, reread: bool = False) -> None:
         """Bring the index up to date with the file at `path`, whatever state it is in."""
         folder = os.path.dirname(path)
-        if self.is_root(folder):
-            self._apply(path, self._loader.load(path, folder, self.index.by_path(path)), counts)
+        # The folder is checked to be in place before the read, and again if the file is not
+        # found: a folder moved away unseen took its sessions with it, and one that came back
+        # between the read and a single check would keep a file it still holds out of the index.
+        if self.is_root(folder) and self._folders.verify(folder):
+            loaded = self._loader.load(path, folder, self.index.by_path(path), reread)
+            if loaded.outcome is not Outcome.MISSING or self._folders.verify(folder):
+                self._apply(path, loaded, counts)
 
     def _apply(self, path: str, loaded: Loaded, counts: Counts) -> None:
         if loaded.outcome in (Outcome.UNCHANGED, Outcome.STILL_INVALID):

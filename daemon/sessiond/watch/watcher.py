@@ -7,6 +7,7 @@ raises: an exception there would kill that thread and silently stop all watching
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -25,7 +26,11 @@ from watchdog.events import (
 from watchdog.observers.api import ObservedWatch
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver
 from watchdog.observers.inotify_c import InotifyConstants, Mask
-from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+from watchdog.observers.inotify_move_event_grouper import (
+    GroupedInotifyEvent,
+    InotifyMoveEventGrouper,
+    PathedInotifyEvent,
+)
 
 from sessiond.logs import log_event
 
@@ -44,7 +49,8 @@ EVENT_FILTER: list[type[FileSystemEvent]] = [
 
 
 class FsEvent(NamedTuple):
-    # "changed" (created/closed/moved-to), "gone" (deleted/moved-from), "folder_gone" (the
+    # "changed" (created/closed/moved-to), "attrib" (mode, owner or times set: the content may
+    # be the same, its readability not), "gone" (deleted/moved-from), "folder_gone" (the
     # watched folder itself), "overflow" (the kernel dropped events; the folder needs a rescan)
     kind: str
     path: str
@@ -72,7 +78,31 @@ class _OverflowReportingEmitter(InotifyEmitter):
         mask = super().get_event_mask_from_filter()
         if self._event_filter is not None and FileAttribEvent in self._event_filter:
             mask = Mask(mask | InotifyConstants.IN_ATTRIB)
-        return mask
+        # The watched folder itself moved away (watchdog 7.1 never asks for IN_MOVE_SELF): the
+        # watch would follow it to its new place and miss a folder made at the old path.
+        return Mask(mask | InotifyConstants.IN_MOVE_SELF)
+
+    def build_and_queue_event(
+        self, event: GroupedInotifyEvent, *, full_events: bool = False
+    ) -> None:
+        if isinstance(event, PathedInotifyEvent) and event.ev.is_move_self:
+            if self._decode_path(event.path) == self.watch.path:
+                self.queue_event(DirMovedEvent(self.watch.path, ""))
+            return
+        super().build_and_queue_event(event, full_events=full_events)
+
+    def queue_events(self, timeout: float, *, full_events: bool = False) -> None:
+        # watchdog 7.1's own logs an error when it finds itself stopped mid-read, which is
+        # what unwatching a folder whose emitter is still running (it moved away, rather
+        # than being deleted) always risks: the same steps, without the false alarm.
+        with self._lock:
+            inotify = self._inotify
+        event = inotify.read_event() if inotify is not None else None
+        if event is None:
+            return
+        with self._lock:
+            if self._inotify is not None:
+                self.build_and_queue_event(event, full_events=full_events)
 
     def on_thread_start(self) -> None:
         super().on_thread_start()
@@ -120,7 +150,12 @@ class _Handler(FileSystemEventHandler):
         elif event.event_type == "deleted":
             self._deliver(FsEvent("gone", src))
         else:
-            self._deliver(FsEvent("changed", src))
+            self._deliver(FsEvent("attrib" if event.event_type == "attrib" else "changed", src))
+
+
+def _identity(folder: str) -> tuple[int, int]:
+    st = os.stat(folder)
+    return st.st_dev, st.st_ino
 
 
 def _text(path: str | bytes) -> str:
@@ -134,6 +169,7 @@ class FolderWatcher:
         self._deliver = deliver
         self._observer = _Observer(lambda folder: deliver(FsEvent("overflow", folder)))
         self._watches: dict[str, ObservedWatch] = {}
+        self._identities: dict[str, tuple[int, int]] = {}  # folder -> (st_dev, st_ino) watched
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -145,13 +181,26 @@ class FolderWatcher:
         with self._lock:
             if folder in self._watches:
                 return
+            identity = _identity(folder)
             self._watches[folder] = self._observer.schedule(
                 _Handler(folder, self._deliver), folder, recursive=False, event_filter=EVENT_FILTER
             )
+            self._identities[folder] = identity
+
+    def still_watching(self, folder: str) -> bool:
+        """True when `folder`'s path still leads to the folder its watch is on. A watch follows
+        its folder when it moves; if a parent was renamed, no event says so."""
+        with self._lock:
+            identity = self._identities.get(folder)
+        try:
+            return identity is not None and _identity(folder) == identity
+        except OSError:
+            return False
 
     def unwatch(self, folder: str) -> None:
         with self._lock:
             watch = self._watches.pop(folder, None)
+            self._identities.pop(folder, None)
         if watch is not None:
             try:
                 self._observer.unschedule(watch)
