@@ -46,18 +46,33 @@ class DaemonError(ClientError):
         self.response = response
 
 
+def _connect(path: str, timeout: float | None) -> _socket.socket:
+    """Connect within `timeout`. A full listen backlog makes a Unix socket refuse at once with
+    EAGAIN rather than wait, so that is retried (briefly backing off) until the timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            return sock
+        except BlockingIOError as exc:
+            sock.close()
+            if deadline is not None and time.monotonic() + pause > deadline:
+                raise DaemonUnreachable(f"cannot connect to {path}: {exc}") from exc
+            time.sleep(pause)  # backing off from a busy listener, not waiting for an event
+            pause = min(pause * 2, 0.05)
+        except (OSError, ValueError) as exc:
+            sock.close()
+            raise DaemonUnreachable(f"cannot connect to {path}: {exc}") from exc
+
+
 class _Connection:
     """One connected stream socket and the lines read from it so far."""
 
     def __init__(self, path: str, connect_timeout: float | None) -> None:
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        try:
-            sock.settimeout(connect_timeout)
-            sock.connect(path)
-        except (OSError, ValueError) as exc:
-            sock.close()
-            raise DaemonUnreachable(f"cannot connect to {path}: {exc}") from exc
-        self.sock = sock
+        self.sock = _connect(path, connect_timeout)
         self.used = False
         self._splitter = protocol.LineSplitter(limit=MAX_REPLY_BYTES)
         self._lines: deque[bytes] = deque()

@@ -55,7 +55,11 @@ class Server:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=READ_CHUNK)
+        # asyncio would listen() again with a backlog of 100; a burst of clients connecting at
+        # once would then be refused (EAGAIN) instead of queued.
+        self._server = await asyncio.start_unix_server(
+            self._serve, sock=sock, limit=READ_CHUNK, backlog=socket.SOMAXCONN
+        )
 
     async def close(self) -> None:
         if self._server is not None:
