@@ -24,14 +24,12 @@ Prints a table and (with --json-out) writes the same figures as JSON:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import random
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -49,6 +47,7 @@ for _path in (BENCH_DIR, REPO_ROOT):
         sys.path.insert(0, _path)
 
 import corpus as corpus_mod  # noqa: E402
+from common import log, log_events, percentile, stop_process  # noqa: E402
 from sessionctl import Client  # noqa: E402
 from sessionctl.client import DaemonUnreachable  # noqa: E402
 from sessionctl.scan import scan_resume  # noqa: E402
@@ -67,15 +66,6 @@ WINDOW = 1000
 
 
 # --- small helpers ---------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
 
 
 def summary(values_s: Sequence[float]) -> dict[str, Any]:
@@ -130,10 +120,6 @@ def drop_caches() -> bool:
         return False
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def sessionctl_command() -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "sessionctl")
     return [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "sessionctl"]
@@ -154,31 +140,14 @@ class Daemon:
     ready_event: dict[str, Any] = field(default_factory=dict)
 
     def log_events(self, name: str) -> list[dict[str, Any]]:
-        events = []
-        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    if isinstance(event, dict) and event.get("event") == name:
-                        events.append(event)
-        return events
+        return log_events(self.log_path, name)
 
     def log_tail(self, lines: int = 30) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as fh:
             return "".join(fh.readlines()[-lines:])
 
     def stop(self, timeout: float = 60.0) -> float:
-        """SIGTERM and wait; returns seconds to exit."""
-        started = time.perf_counter()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise RuntimeError(f"sessiond did not stop within {timeout}s") from None
-        return time.perf_counter() - started
+        return stop_process(self.proc, timeout)
 
 
 def start_daemon(

@@ -33,7 +33,6 @@ import platform
 import queue
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ TESTS_DIR = os.path.join(os.path.dirname(BENCH_DIR), "tests")
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)  # the tests' `support` package: S3Server, AgentSim
 
+from common import log, log_events, percentile, stop_process  # noqa: E402
 from sessionctl import Client  # noqa: E402
 from sessionctl.agent import canonicalize  # noqa: E402
 from sessionctl.client import DaemonUnreachable  # noqa: E402
@@ -67,19 +67,6 @@ MIB = 1 << 20
 
 
 # --- small helpers ---------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
 
 
 def summary_ms(values_ms: Sequence[float]) -> dict[str, Any]:
@@ -246,26 +233,10 @@ class Daemon:
             return "".join(fh.readlines()[-lines:])
 
     def log_events(self, name: str) -> list[dict[str, Any]]:
-        events = []
-        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    if isinstance(event, dict) and event.get("event") == name:
-                        events.append(event)
-        return events
+        return log_events(self.log_path, name)
 
     def stop(self, timeout: float = 60.0) -> float:
-        started = time.perf_counter()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise RuntimeError(f"sessiond did not stop within {timeout}s") from None
-        return time.perf_counter() - started
+        return stop_process(self.proc, timeout)
 
 
 class Events:
