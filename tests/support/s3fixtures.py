@@ -24,22 +24,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes seconds; deselect with -m 'not slow'")
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    log = os.path.join(tmp_path_factory.mktemp("moto"), "moto.log")
-    server = S3Server(log_path=log)
+def _running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(log_path=os.path.join(tmp_path_factory.mktemp("moto"), "moto.log"))
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One moto server for the whole run."""
+    yield from _running_server(tmp_path_factory)
 
 
 @pytest.fixture
 def fresh_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    log = os.path.join(tmp_path_factory.mktemp("moto"), "moto.log")
-    server = S3Server(log_path=log)
-    server.start()
-    yield server
-    server.stop()
+    """A moto server of the test's own, which it may stop and start (an outage)."""
+    yield from _running_server(tmp_path_factory)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import itertools
 import os
 import threading
 from concurrent.futures import Future
+from typing import Any
 
 COOKIE_PREFIX = ".sessiond-cookie-"
 
@@ -124,3 +125,16 @@ class Barriers:
             cookies = [c for c, owner in self._owner.items() if owner in ids]
         for cookie in cookies:
             self.seen(cookie)
+
+
+def when_all(*futures: Future[Any]) -> Future[None]:
+    """A future resolved once every one of `futures` is done."""
+    done: Future[None] = Future()
+
+    def settle(_: Future[Any]) -> None:
+        if all(f.done() for f in futures) and not done.done():
+            done.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(settle)
+    return done

@@ -30,19 +30,18 @@ from sessiond.index.loader import HeaderLoader, Loaded, Outcome
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
-from sessiond.watch.barrier import Barriers, is_cookie
+from sessiond.watch.barrier import Barriers, is_cookie, when_all
 from sessiond.watch.folders import FolderSet
+from sessiond.watch.listeners import ChangeListener, Listeners
 from sessiond.watch.overflow import OverflowTracker
 from sessiond.watch.roots import Discovery, Root, Source, root_key
 from sessiond.watch.watcher import FolderWatcher, FsEvent
-from sessiond.watch.work import Call, Counts
+from sessiond.watch.work import Call, Counts, apply_loaded
 
 PENDING_CHECK_S = 2.0  # how often folders that do not exist yet are looked for
 BATCH_MAX = 4096
 CACHE_SAVE_INTERVAL_S = 60.0  # the persisted header cache is rewritten at most this often
 RECONCILE_INTERVAL_S = 300.0  # a stat-only pass over every folder repairs anything missed
-
-ChangeListener = Callable[[str, SessionRecord], None]
 
 
 class Indexer:
@@ -67,10 +66,7 @@ class Indexer:
         self._watcher = FolderWatcher(self._queue.put)
         self._barriers = Barriers()
         self._folders = FolderSet(self._watcher, discovery, self._scan_new_root, self._forget_root)
-        self._listeners: list[ChangeListener] = []
-        self._agent_file_hooks: list[Callable[[str], None]] = []
-        self._folder_hooks: list[Callable[[str], None]] = []
-        self._rescan_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._tell = Listeners()
         self._thread = threading.Thread(target=self._run, name="sessiond-indexer", daemon=True)
         self.ready = threading.Event()
         self.rescans = 0
@@ -81,20 +77,20 @@ class Indexer:
 
     def add_listener(self, listener: ChangeListener) -> None:
         """`listener(kind, record)` runs on the indexer thread for "saved" and "removed"."""
-        self._listeners.append(listener)
+        self._tell.changes.append(listener)
 
     def add_rescan_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """`listener(summary)` on the indexer thread after each rescan (its reason and counts)."""
-        self._rescan_listeners.append(listener)
+        self._tell.rescans.append(listener)
 
     def add_agent_file_hook(self, hook: Callable[[str], None]) -> None:
         """`hook(path)` on the indexer thread, in event order, for every event on an agent
         sidecar (`.workspace_index.json`, `.listing_cache.json`) in a served folder."""
-        self._agent_file_hooks.append(hook)
+        self._tell.agent_files.append(hook)
 
     def add_folder_hook(self, hook: Callable[[str], None]) -> None:
         """`hook(folder)` on the indexer thread after each (re)scan of a served folder."""
-        self._folder_hooks.append(hook)
+        self._tell.folders.append(hook)
 
     def start(self) -> None:
         self._watcher.start()
@@ -135,15 +131,7 @@ class Indexer:
                 if self._folders.verify(folder):
                     self._scan_root(folder, Counts())
 
-        queued = self.call(catch_up)
-        done: Future[None] = Future()
-
-        def settle(_: Future[Any]) -> None:
-            if cookies.done() and queued.done() and not done.done():
-                done.set_result(None)
-
-        cookies.add_done_callback(settle)
-        queued.add_done_callback(settle)
+        done = when_all(cookies, self.call(catch_up))
         return done, lambda: self._barriers.abandon(cookies)
 
     def ensure_root(self, folder: str) -> Future[bool]:
@@ -278,7 +266,7 @@ class Indexer:
                         flush()
                         self._folders.read_pointer(item.path)
                 elif os.path.basename(item.path) in (WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME):
-                    self._call_hooks(self._agent_file_hooks, item.path)
+                    self._tell.agent_file(item.path)
                 elif is_session_file_name(os.path.basename(item.path)):
                     changed[item.path] = None
                     if item.kind == "attrib":
@@ -338,7 +326,7 @@ class Indexer:
             # Its cookies' events may be among the lost, or held back: the scan covers them.
             self._barriers.release_folder(folder, before=mark)
         self.rescans += 1
-        self._rescanned({"reason": "overflow", "folders": len(folders), **counts.as_dict()})
+        self._tell.rescanned({"reason": "overflow", "folders": len(folders), **counts.as_dict()})
 
     # --- files ----------------------------------------------------------------------------
 
@@ -359,7 +347,7 @@ class Indexer:
         self.rescans += 1
         self._reconciled_at = time.monotonic()
         duration_ms = round((self._reconciled_at - started) * 1000, 1)
-        self._rescanned({"reason": reason, "duration_ms": duration_ms, **counts.as_dict()})
+        self._tell.rescanned({"reason": reason, "duration_ms": duration_ms, **counts.as_dict()})
         return counts.as_dict()
 
     def _scan_root(self, folder: str, counts: Counts) -> Counts:
@@ -383,7 +371,7 @@ class Indexer:
         ):
             self._apply(path, loaded, counts)
         for folder in folders:
-            self._call_hooks(self._folder_hooks, folder)
+            self._tell.folder_scanned(folder)
         return counts
 
     def _refresh(self, path: str, counts: Counts, reread: bool = False) -> None:
@@ -398,47 +386,10 @@ class Indexer:
                 self._apply(path, loaded, counts)
 
     def _apply(self, path: str, loaded: Loaded, counts: Counts) -> None:
-        if loaded.outcome in (Outcome.UNCHANGED, Outcome.STILL_INVALID):
-            counts.unchanged += 1
-            return
-        if loaded.record is not None:
-            old = self.index.upsert(loaded.record)
-            if old is None:
-                counts.added += 1
-            else:
-                counts.updated += 1
-            self._notify("saved", loaded.record)
-            return
-        if loaded.outcome is Outcome.INVALID:
-            counts.invalid += 1
-            log_event("session_invalid", logging.WARNING, path=path, error=loaded.error)
-        elif loaded.outcome is Outcome.UNREADABLE:
-            log_event("session_unreadable", logging.WARNING, path=path, error=loaded.error)
-        old = self.index.remove(path)
-        if old is not None:
-            counts.removed += 1
-            self._notify("removed", old)
-
-    def _rescanned(self, summary: dict[str, Any]) -> None:
-        log_event("rescan", **summary)
-        for listener in self._rescan_listeners:
-            try:
-                listener(summary)
-            except Exception:
-                log_event("listener_error", logging.ERROR, exc_info=True)
-
-    def _call_hooks(self, hooks: list[Callable[[str], None]], path: str) -> None:
-        for hook in hooks:
-            try:
-                hook(path)
-            except Exception:
-                log_event("listener_error", logging.ERROR, exc_info=True)
+        change = apply_loaded(self.index, path, loaded, counts)
+        if change is not None:
+            self._notify(*change)
 
     def _notify(self, kind: str, record: SessionRecord) -> None:
-        if self._building:
-            return
-        for listener in self._listeners:
-            try:
-                listener(kind, record)
-            except Exception:
-                log_event("listener_error", logging.ERROR, exc_info=True)
+        if not self._building:  # what the initial build finds is not news
+            self._tell.changed(kind, record)
