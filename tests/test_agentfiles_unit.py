@@ -117,7 +117,7 @@ def record(
     data = compact(doc)
     version = FileVersion(1, hash(name) & 0xFFFF, len(data), mtime_ns)
     return SessionRecord.from_decoded(
-        os.path.join(folder, name), folder, version, decode_session(data)
+        os.path.join(folder, name), version, decode_session(data)
     )
 
 

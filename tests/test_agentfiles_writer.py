@@ -25,7 +25,7 @@ def indexed_folder(tmp_path: Path, count: int = 3) -> tuple[SessionIndex, str]:
         path = sim.save(folder, new_session(str(tmp_path / f"ws{i % 2}")))
         data = Path(path).read_bytes()
         version = FileVersion.of(os.stat(path))
-        index.upsert(SessionRecord.from_decoded(path, folder, version, decode_session(data)))
+        index.upsert(SessionRecord.from_decoded(path, version, decode_session(data)))
     return index, folder
 
 

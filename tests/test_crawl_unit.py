@@ -18,16 +18,16 @@ def test_pool_results_equal_in_process_results(tmp_path) -> None:
             add_turn(session, random.Random(i), 50)
         path = tmp_path / f"{session['id']}.json"
         path.write_bytes(compact(session) if i % 5 else json.dumps(session, indent=2).encode())
-        jobs.append((str(path), str(tmp_path)))
+        jobs.append(str(path))
     (tmp_path / "bad.json").write_bytes(b'{"id": "torn')
-    jobs += [(str(tmp_path / "bad.json"), str(tmp_path)), (str(tmp_path / "gone.json"), "/x")]
+    jobs += [str(tmp_path / "bad.json"), str(tmp_path / "gone.json")]
 
     pool = CrawlPool(workers=2, min_files=1)
     try:
         pooled = pool.decode_all(jobs)
     finally:
         pool.close()
-    local = [read_and_decode(path, root) for path, root in jobs]
+    local = [read_and_decode(path) for path in jobs]
     assert [p.outcome for p in pooled] == [loc.outcome for loc in local]
     assert pooled[-2].outcome is Outcome.INVALID and pooled[-2].version is not None
     assert pooled[-1].outcome is Outcome.MISSING

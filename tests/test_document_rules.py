@@ -101,7 +101,7 @@ def test_garbage_is_refused(data: bytes) -> None:
 
 def _daemon_header(data: bytes) -> dict[str, Any]:
     version = FileVersion(1, 2, len(data), 99)
-    return SessionRecord.from_decoded("/s/x.json", "/s", version, decode_session(data)).header()
+    return SessionRecord.from_decoded("/s/x.json", version, decode_session(data)).header()
 
 
 @pytest.mark.parametrize("pretty", [False, True])

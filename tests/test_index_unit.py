@@ -10,9 +10,11 @@ from sessiond.index.store import SessionIndex
 
 def _record(path: str, session_id: str, directory: str | None, mtime_ns: int,
             updated_ns: int = 0) -> SessionRecord:  # fmt: skip
-    root = sys.intern(path.rsplit("/", 1)[0])
+    root, stem = path.rsplit("/", 1)
+    stem = stem.removesuffix(".json")
     return SessionRecord(
-        path=path, root=root, dev_ino=1, size=10, mtime_ns=mtime_ns, session_id=session_id,
+        root=sys.intern(root), stem=None if stem == session_id else stem, dev_ino=1, size=10,
+        mtime_ns=mtime_ns, session_id=session_id,
         title=None, created_at="2026-01-01T00:00:00Z", updated_at="2026-01-01T00:00:00Z",
         updated_ns=updated_ns, directory=directory, agent="build", model=None, message_count=0,
         tool_use_count=0, workspaces=(directory,) if directory else (),
@@ -81,13 +83,17 @@ def test_header_cache_round_trip_and_corruption(tmp_path) -> None:
 
     record = _record("/s/a.json", "a", "/w", 7)
     record.dev_ino = (2**63 + 5) << 64 | (2**64 - 1)  # device and inode at their widest
-    header_cache.save(str(tmp_path), [record])
-    loaded = header_cache.load(str(tmp_path))["/s/a.json"]
+    other = _record("/s/b.json", "not-b", None, 8)  # a file not named after its session
+    header_cache.save(str(tmp_path), [record, other])
+    loaded, loaded_other = header_cache.load(str(tmp_path))
     assert loaded.version == record.version
     assert loaded.header() == record.header()
+    assert loaded.root is record.root  # shared again, not one copy per record
+    assert loaded_other.path == "/s/b.json" and loaded_other.session_id == "not-b"
+    assert loaded_other.header() == other.header()
     (tmp_path / header_cache.CACHE_NAME).write_bytes(b"\x93garbage")
-    assert header_cache.load(str(tmp_path)) == {}
-    assert header_cache.load(str(tmp_path / "missing")) == {}
+    assert header_cache.load(str(tmp_path)) == []
+    assert header_cache.load(str(tmp_path / "missing")) == []
 
 
 def test_tails_of_pretty_files_stay_on_one_line_and_follow_saves(tmp_path) -> None:
@@ -107,7 +113,7 @@ def test_tails_of_pretty_files_stay_on_one_line_and_follow_saves(tmp_path) -> No
     def record() -> SessionRecord:
         data = path.read_bytes()
         version = FileVersion.of(os.stat(path))
-        return SessionRecord.from_decoded(str(path), str(tmp_path), version, decode_session(data))
+        return SessionRecord.from_decoded(str(path), version, decode_session(data))
 
     cache = TailCache()
     tail = cache.get(record(), 2)

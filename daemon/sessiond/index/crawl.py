@@ -20,8 +20,8 @@ POOL_MIN_FILES = 64  # fewer files than this are decoded in-process
 CHUNK_FILES = 32  # files per task: enough to amortize a round trip, small enough to balance
 
 
-def _decode_chunk(jobs: list[tuple[str, str]]) -> list[Loaded]:
-    return [read_and_decode(path, root) for path, root in jobs]
+def _decode_chunk(paths: list[str]) -> list[Loaded]:
+    return [read_and_decode(path) for path in paths]
 
 
 class CrawlPool:
@@ -31,9 +31,9 @@ class CrawlPool:
         self._pool: ProcessPoolExecutor | None = None
         self._keys: dict[tuple[str, ...], tuple[str, ...]] = {}
 
-    def decode_all(self, jobs: list[tuple[str, str]]) -> list[Loaded]:
+    def decode_all(self, jobs: list[str]) -> list[Loaded]:
         if len(jobs) < self._min_files or self._workers < 2:
-            return [read_and_decode(path, root) for path, root in jobs]
+            return [read_and_decode(path) for path in jobs]
         chunks = [jobs[i : i + CHUNK_FILES] for i in range(0, len(jobs), CHUNK_FILES)]
         try:
             pool = self._ensure_pool()
@@ -41,7 +41,7 @@ class CrawlPool:
         except (BrokenProcessPool, OSError) as exc:
             log_event("crawl_pool_failed", logging.WARNING, error=str(exc)[:200])
             self.close()
-            return [read_and_decode(path, root) for path, root in jobs]
+            return [read_and_decode(path) for path in jobs]
         for loaded in results:
             if loaded.record is not None:
                 self._share(loaded.record)

@@ -7,12 +7,12 @@ persisted cache, or a remembered "this version is garbage" all spare the read an
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from sessiond.index.decode import InvalidSession, decode_session
-from sessiond.index.records import FileVersion, SessionRecord
+from sessiond.index.records import FileVersion, SessionRecord, split_session_path
 
 
 class Outcome(Enum):
@@ -33,7 +33,7 @@ class Loaded:
     version: FileVersion | None = None  # of an invalid file: it is not decoded again
 
 
-def read_and_decode(path: str, root: str) -> Loaded:
+def read_and_decode(path: str) -> Loaded:
     """Read and decode one file. Pure apart from the read, so it can run in a worker process."""
     try:
         with open(path, "rb") as fh:
@@ -48,30 +48,30 @@ def read_and_decode(path: str, root: str) -> Loaded:
         decoded = decode_session(data)
     except InvalidSession as exc:
         return Loaded(Outcome.INVALID, error=str(exc)[:200], version=version)
-    return Loaded(Outcome.DECODED, SessionRecord.from_decoded(path, root, version, decoded))
+    return Loaded(Outcome.DECODED, SessionRecord.from_decoded(path, version, decoded))
 
 
 class HeaderLoader:
-    def __init__(self, cached: dict[str, SessionRecord] | None = None) -> None:
-        self._cached = cached or {}
+    def __init__(self, cached: Iterable[SessionRecord] = ()) -> None:
+        self._cached: dict[str, dict[str, SessionRecord]] = {}  # folder -> file stem -> record
+        for record in cached:
+            self._cached.setdefault(record.root, {})[record.file_stem] = record
         self._invalid: dict[str, FileVersion] = {}
 
     def cached_roots(self) -> set[str]:
         """The folders the persisted cache has sessions in (those the last run served)."""
-        return {record.root for record in self._cached.values()}
+        return set(self._cached)
 
     def forget_cache(self) -> None:
         """Drop the persisted cache's records once the initial build has used them."""
         self._cached = {}
 
-    def load(
-        self, path: str, root: str, known: SessionRecord | None, reread: bool = False
-    ) -> Loaded:
+    def load(self, path: str, known: SessionRecord | None, reread: bool = False) -> Loaded:
         """`reread`: read the file even when its version is the indexed one. Its mode or owner
         changed, and only a read tells whether it can still be read (root or not)."""
         if not reread:
-            return self.load_many([(path, root, known)])[0]
-        loaded = self._remember(path, read_and_decode(path, root))
+            return self.load_many([(path, known)])[0]
+        loaded = self._remember(path, read_and_decode(path))
         if (
             known is not None
             and loaded.record is not None
@@ -82,20 +82,20 @@ class HeaderLoader:
 
     def load_many(
         self,
-        items: Sequence[tuple[str, str, SessionRecord | None]],
-        decode_all: Callable[[list[tuple[str, str]]], list[Loaded]] | None = None,
+        items: Sequence[tuple[str, SessionRecord | None]],
+        decode_all: Callable[[list[str]], list[Loaded]] | None = None,
     ) -> list[Loaded]:
-        """Load each (path, root, indexed record); the files that must be decoded go to
+        """Load each (path, indexed record); the files that must be decoded go to
         `decode_all` together (a process pool for a crawl), else are decoded here."""
         results: list[Loaded | None] = [self._without_decoding(*item) for item in items]
         pending = [i for i, loaded in enumerate(results) if loaded is None]
-        jobs = [(items[i][0], items[i][1]) for i in pending]
-        decoded = decode_all(jobs) if decode_all and jobs else [read_and_decode(*j) for j in jobs]
+        jobs = [items[i][0] for i in pending]
+        decoded = decode_all(jobs) if decode_all and jobs else [read_and_decode(j) for j in jobs]
         for i, loaded in zip(pending, decoded, strict=True):
             results[i] = self._remember(items[i][0], loaded)
         return [loaded for loaded in results if loaded is not None]
 
-    def _without_decoding(self, path: str, root: str, known: SessionRecord | None) -> Loaded | None:
+    def _without_decoding(self, path: str, known: SessionRecord | None) -> Loaded | None:
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -103,18 +103,23 @@ class HeaderLoader:
             return Loaded(Outcome.MISSING)
         except OSError as exc:
             return Loaded(Outcome.UNREADABLE, error=exc.strerror or str(exc))
-        version = FileVersion.of(st)
-        if known is not None and known.version == version:
+        if known is not None and known.is_version(st):
             return Loaded(Outcome.UNCHANGED, known)
-        cached = self._cached.pop(path, None)
+        cached = self._cached_record(path)
         # A file that no one may read (mode 000 while sessiond was stopped) is read to be
         # sure: its cached header would serve a session the agent cannot load.
         readable = st.st_mode & 0o444
-        if cached is not None and cached.version == version and cached.root == root and readable:
+        if cached is not None and cached.is_version(st) and readable:
             return Loaded(Outcome.CACHED, cached)
-        if self._invalid.get(path) == version:
+        if self._invalid.get(path) == FileVersion.of(st):
             return Loaded(Outcome.STILL_INVALID)
         return None
+
+    def _cached_record(self, path: str) -> SessionRecord | None:
+        if not self._cached:
+            return None
+        folder, stem = split_session_path(path)
+        return self._cached.get(folder, {}).pop(stem, None)
 
     def _remember(self, path: str, loaded: Loaded) -> Loaded:
         if loaded.outcome is Outcome.INVALID and loaded.version is not None:

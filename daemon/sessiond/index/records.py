@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgspec
@@ -66,58 +65,86 @@ def shared(text: str | None) -> str | None:
     return None if text is None else sys.intern(text)
 
 
-@dataclass(slots=True, eq=False)
-class SessionRecord:
-    """Kept small (slots, shared strings, the file version as three ints): one per session."""
+SESSION_SUFFIX = ".json"
 
-    path: str
-    root: str
-    dev_ino: int
-    size: int
-    mtime_ns: int
+
+def split_session_path(path: str) -> tuple[str, str]:
+    """(folder, file stem) of a session file's path: how the index and the caches key it."""
+    folder, name = os.path.split(path)
+    return folder, name.removesuffix(SESSION_SUFFIX)
+
+
+class SessionRecord(msgspec.Struct, gc=False, eq=False):
+    """One per session, so kept small: no GC header (only strings, ints and a tuple of
+    strings, so no cycles), no path string (the folder is shared by its sessions and the file
+    stem is usually the session id), shared strings, the device and inode packed in one int."""
+
+    root: str  # the folder the file is in (interned)
+    stem: str | None  # the file name without `.json`; None when it is the session id
     session_id: str
     title: str | None
     created_at: str
     updated_at: str
-    updated_ns: int
     directory: str | None
     agent: str
     model: str | None
+    workspaces: tuple[str, ...]
+    dev_ino: int
+    size: int
+    mtime_ns: int
+    updated_ns: int
     message_count: int
     tool_use_count: int
-    workspaces: tuple[str, ...]
 
     @classmethod
     def from_decoded(
-        cls, path: str, root: str, version: FileVersion, decoded: DecodedSession
+        cls, path: str, version: FileVersion, decoded: DecodedSession
     ) -> SessionRecord:
         doc, meta = decoded.doc, decoded.meta
+        folder, stem = split_session_path(path)
         return cls(
-            path=path,
-            root=sys.intern(root),
-            dev_ino=version.dev << 64 | version.ino,
-            size=version.size,
-            mtime_ns=version.mtime_ns,
+            root=sys.intern(folder),
+            stem=None if stem == doc.id else stem,
             session_id=doc.id,
             title=doc.title,
             created_at=doc.created_at,
             updated_at=doc.updated_at,
-            updated_ns=decoded.updated_ns,
             directory=shared(meta.directory),
             agent=shared(doc.agent) or doc.agent,
             model=shared(meta.model),
+            workspaces=shared_workspace_keys(meta.directory),
+            dev_ino=version.dev << 64 | version.ino,
+            size=version.size,
+            mtime_ns=version.mtime_ns,
+            updated_ns=decoded.updated_ns,
             message_count=len(doc.messages),
             tool_use_count=len(doc.tool_uses),
-            workspaces=shared_workspace_keys(meta.directory),
         )
 
     @property
+    def file_stem(self) -> str:
+        return self.session_id if self.stem is None else self.stem
+
+    @property
     def file_name(self) -> str:
-        return os.path.basename(self.path)
+        return self.file_stem + SESSION_SUFFIX
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.root, self.file_name)
 
     @property
     def version(self) -> FileVersion:
         return FileVersion(self.dev_ino >> 64, self.dev_ino & _INO_MASK, self.size, self.mtime_ns)
+
+    def is_version(self, st: os.stat_result) -> bool:
+        """Whether `st` is the version this record was read from (no tuple built)."""
+        return (
+            st.st_mtime_ns == self.mtime_ns
+            and st.st_size == self.size
+            and st.st_ino == self.dev_ino & _INO_MASK
+            and st.st_dev == self.dev_ino >> 64
+        )
 
     @property
     def resume_key(self) -> tuple[int, str, str]:

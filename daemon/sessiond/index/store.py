@@ -1,17 +1,19 @@
-"""The in-memory index: session files by path, by id and by workspace.
+"""The in-memory index: session files by folder and file stem, by id and by workspace.
 
 It is fed records and removals and answers questions; it knows nothing of watchers, sockets or
 S3. One thread writes (the indexer); readers on other threads take the same lock briefly.
 Answers that would cost a scan are cached per key and dropped when that key changes.
+
+Tables hold the records themselves (hashed by identity), never path strings: a path is as big
+as the rest of a record, and each table would need its own.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from collections.abc import Iterable
 
-from sessiond.index.records import FileVersion, SessionRecord
+from sessiond.index.records import FileVersion, SessionRecord, split_session_path
 
 _ALL = "\x00all"  # the list cache's key for "every session"
 
@@ -19,14 +21,14 @@ _ALL = "\x00all"  # the list cache's key for "every session"
 class SessionIndex:
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._by_path: dict[str, SessionRecord] = {}
-        self._by_root: defaultdict[str, set[str]] = defaultdict(set)
-        # id -> path, or a tuple of paths in the rare case of one id in several folders:
+        self._folders: dict[str, dict[str, SessionRecord]] = {}  # folder -> file stem -> record
+        # id -> record, or a tuple of records in the rare case of one id in several files:
         # a set per session would cost more than the rest of its record.
-        self._by_id: dict[str, str | tuple[str, ...]] = {}
-        self._by_workspace: defaultdict[str, set[str]] = defaultdict(set)
+        self._by_id: dict[str, SessionRecord | tuple[SessionRecord, ...]] = {}
+        self._by_workspace: dict[str, set[SessionRecord]] = {}
         self._best: dict[str, SessionRecord | None] = {}
         self._sorted: dict[str, list[SessionRecord]] = {}
+        self._count = 0
         self.seq = 0
 
     # --- feeding -----------------------------------------------------------------------
@@ -34,14 +36,22 @@ class SessionIndex:
     def upsert(self, record: SessionRecord) -> SessionRecord | None:
         """Index `record`, replacing the one at its path; return the replaced one."""
         with self._lock:
-            old = self._by_path.get(record.path)
+            folder = self._folders.get(record.root)
+            if folder is None:
+                folder = self._folders[record.root] = {}
+            stem = record.file_stem
+            old = folder.get(stem)
             if old is not None:
                 self._unlink(old)
-            self._by_path[record.path] = record
-            self._by_root[record.root].add(record.path)
-            self._link_id(record.session_id, record.path)
+            else:
+                self._count += 1
+            folder[stem] = record
+            self._link_id(record)
             for key in record.workspaces:
-                self._by_workspace[key].add(record.path)
+                members = self._by_workspace.get(key)
+                if members is None:
+                    members = self._by_workspace[key] = set()
+                members.add(record)
                 best = self._best.get(key)
                 if best is not None and record.resume_key > best.resume_key:
                     self._best[key] = record
@@ -50,9 +60,14 @@ class SessionIndex:
             return old
 
     def remove(self, path: str) -> SessionRecord | None:
+        root, stem = split_session_path(path)
         with self._lock:
-            old = self._by_path.pop(path, None)
+            folder = self._folders.get(root)
+            old = folder.pop(stem, None) if folder is not None else None
             if old is not None:
+                if not folder:
+                    del self._folders[root]
+                self._count -= 1
                 self._unlink(old)
                 self._sorted.clear()
                 self.seq += 1
@@ -60,54 +75,60 @@ class SessionIndex:
 
     def remove_root(self, root: str) -> list[SessionRecord]:
         with self._lock:
-            return [r for p in list(self._by_root.get(root, ())) if (r := self.remove(p))]
+            return [r for r in self.records_under(root) if self.remove(r.path)]
 
     def _unlink(self, record: SessionRecord) -> None:
-        _discard(self._by_root, record.root, record.path)
-        self._unlink_id(record.session_id, record.path)
+        self._unlink_id(record)
         for key in record.workspaces:
-            _discard(self._by_workspace, key, record.path)
+            members = self._by_workspace.get(key)
+            if members is not None:
+                members.discard(record)
+                if not members:
+                    del self._by_workspace[key]
             if self._best.get(key) is record:
                 del self._best[key]
 
-    def _link_id(self, session_id: str, path: str) -> None:
-        held = self._by_id.get(session_id)
-        if held is None or held == path:
-            self._by_id[session_id] = path
+    def _link_id(self, record: SessionRecord) -> None:
+        held = self._by_id.get(record.session_id)
+        if held is None:
+            self._by_id[record.session_id] = record
         else:
-            paths = (held,) if isinstance(held, str) else held
-            self._by_id[session_id] = (*paths, path) if path not in paths else paths
+            records = held if isinstance(held, tuple) else (held,)
+            self._by_id[record.session_id] = (*records, record)
 
-    def _unlink_id(self, session_id: str, path: str) -> None:
-        held = self._by_id.get(session_id)
-        if held == path:
-            del self._by_id[session_id]
+    def _unlink_id(self, record: SessionRecord) -> None:
+        held = self._by_id.get(record.session_id)
+        if held is record:
+            del self._by_id[record.session_id]
         elif isinstance(held, tuple):
-            rest = tuple(p for p in held if p != path)
-            self._by_id[session_id] = rest[0] if len(rest) == 1 else rest
+            rest = tuple(r for r in held if r is not record)
+            self._by_id[record.session_id] = rest[0] if len(rest) == 1 else rest
 
-    def _paths_of_id(self, session_id: str) -> tuple[str, ...]:
+    def _records_of_id(self, session_id: str) -> tuple[SessionRecord, ...]:
         held = self._by_id.get(session_id, ())
-        return (held,) if isinstance(held, str) else held
+        return held if isinstance(held, tuple) else (held,)
 
     # --- questions -----------------------------------------------------------------------
 
-    def versions_under(self, root: str) -> dict[str, FileVersion]:
+    def records_under(self, root: str) -> list[SessionRecord]:
         with self._lock:
-            return {p: self._by_path[p].version for p in self._by_root.get(root, ())}
+            return list(self._folders.get(root, {}).values())
+
+    def versions_under(self, root: str) -> dict[str, FileVersion]:
+        return {r.path: r.version for r in self.records_under(root)}
 
     def by_path(self, path: str) -> SessionRecord | None:
+        root, stem = split_session_path(path)
         with self._lock:
-            return self._by_path.get(path)
+            folder = self._folders.get(root)
+            return None if folder is None else folder.get(stem)
 
     def resume(self, workspace: str) -> SessionRecord | None:
         """The session the agent's scan puts first for a canonical workspace."""
         with self._lock:
             if key_missing := workspace not in self._best:
-                paths = self._by_workspace.get(workspace)
-                best = None
-                if paths:
-                    best = max((self._by_path[p] for p in paths), key=lambda r: r.resume_key)
+                members = self._by_workspace.get(workspace)
+                best = max(members, key=lambda r: r.resume_key) if members else None
                 self._best[workspace] = best
             best = self._best[workspace]
             if key_missing and best is None:
@@ -117,11 +138,7 @@ class SessionIndex:
     def get(self, session_id: str) -> SessionRecord | None:
         """The newest file named `<id>.json` whose content has that id (`Session::load`)."""
         with self._lock:
-            matches = [
-                r
-                for p in self._paths_of_id(session_id)
-                if (r := self._by_path[p]).file_name == f"{session_id}.json"
-            ]
+            matches = [r for r in self._records_of_id(session_id) if r.stem is None]
             return max(matches, key=lambda r: r.resume_key, default=None)
 
     def list(
@@ -132,37 +149,29 @@ class SessionIndex:
         with self._lock:
             ordered = self._sorted.get(key)
             if ordered is None:
-                pool: Iterable[SessionRecord]
-                if workspace is None:
-                    pool = self._by_path.values()
-                else:
-                    pool = (self._by_path[p] for p in self._by_workspace.get(workspace, ()))
+                pool = self._all() if workspace is None else self._by_workspace.get(workspace, ())
                 ordered = sorted(pool, key=lambda r: r.list_key, reverse=True)
                 self._sorted[key] = ordered
             return ordered[offset : offset + limit], len(ordered)
 
+    def _all(self) -> Iterable[SessionRecord]:
+        return (r for folder in self._folders.values() for r in folder.values())
+
     def records(self) -> list[SessionRecord]:
         with self._lock:
-            return list(self._by_path.values())
+            return list(self._all())
 
     def all_ids(self) -> set[str]:
         with self._lock:
             return set(self._by_id)
 
+    def __len__(self) -> int:
+        return self._count
+
     def counts(self) -> dict[str, object]:
         with self._lock:
             return {
-                "sessions": len(self._by_path),
-                "workspaces": len(
-                    {r.workspaces[-1] for r in self._by_path.values() if r.workspaces}
-                ),
-                "roots": {root: len(paths) for root, paths in self._by_root.items()},
+                "sessions": self._count,
+                "workspaces": len({r.workspaces[-1] for r in self._all() if r.workspaces}),
+                "roots": {root: len(folder) for root, folder in self._folders.items()},
             }
-
-
-def _discard(table: defaultdict[str, set[str]], key: str, path: str) -> None:
-    paths = table.get(key)
-    if paths is not None:
-        paths.discard(path)
-        if not paths:
-            del table[key]

@@ -85,7 +85,7 @@ def _cut(record: SessionRecord, window: int) -> Tail:
             decoded = decode_session(fh.read())
     except (OSError, InvalidSession) as exc:
         raise TailUnavailable(f"session {record.session_id} could not be read: {exc}") from None
-    fresh = SessionRecord.from_decoded(record.path, record.root, version, decoded)
+    fresh = SessionRecord.from_decoded(record.path, version, decoded)
     session, dropped = windowed_session(decoded, window)
     encoded = _encoder.encode(session)
     if b"\n" in encoded:

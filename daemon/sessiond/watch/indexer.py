@@ -365,7 +365,7 @@ class Indexer:
             present = {os.path.join(folder, n) for n in names if is_session_file_name(n)}
             work += [(p, folder) for p in self.index.versions_under(folder).keys() - present]
             work += [(p, folder) for p in sorted(present)]
-        items = [(path, folder, self.index.by_path(path)) for path, folder in work]
+        items = [(path, self.index.by_path(path)) for path, _ in work]
         for (path, _), loaded in zip(
             work, self._loader.load_many(items, self._crawl.decode_all), strict=True
         ):
@@ -381,7 +381,7 @@ class Indexer:
         # found: a folder moved away unseen took its sessions with it, and one that came back
         # between the read and a single check would keep a file it still holds out of the index.
         if self.is_root(folder) and self._folders.verify(folder):
-            loaded = self._loader.load(path, folder, self.index.by_path(path), reread)
+            loaded = self._loader.load(path, self.index.by_path(path), reread)
             if loaded.outcome is not Outcome.MISSING or self._folders.verify(folder):
                 self._apply(path, loaded, counts)
 
