@@ -39,6 +39,8 @@ def lossy(text: str) -> str:
 
 def is_utf8(text: str) -> bool:
     """Whether Rust's `Path::to_str` would succeed (the listing skips paths where it fails)."""
+    if text.isascii():  # most text, and far cheaper than encoding it
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -112,9 +114,10 @@ def cache_entry(record: SessionRecord) -> dict[str, Any] | None:
     """`CacheEntry` for the file version the record was read from; None when the agent would
     have no entry (an mtime before the epoch fails its `duration_since`)."""
     found = summary(record)
-    if found is None or not 0 <= record.version.mtime_ns <= U128_MAX:
+    mtime_ns = record.mtime_ns  # the fields, not `record.version`: no tuple built per record
+    if found is None or not 0 <= mtime_ns <= U128_MAX:
         return None
-    return {"mtime_ns": record.version.mtime_ns, "size": record.version.size, "summary": found}
+    return {"mtime_ns": mtime_ns, "size": record.size, "summary": found}
 
 
 def _uint(value: Any, limit: int) -> bool:

@@ -29,7 +29,6 @@ from sessiond.agentfiles.formats import cache_entry, is_utf8, valid_cache_entry
 from sessiond.index.records import SessionRecord
 
 Stat = Callable[[str], tuple[int, int] | None]  # file path -> (mtime_ns, size)
-EntryOf = Callable[[SessionRecord], dict[str, Any] | None]
 
 
 def key_folder(folder: str, current_keys: Iterable[str]) -> str:
@@ -49,9 +48,15 @@ def checked_entry(record: SessionRecord) -> dict[str, Any] | None:
     entry = cache_entry(record)
     if entry is None or not is_utf8(record.file_name):
         return None
-    found = entry["summary"]
-    strings = (found["id"], found["title"], found["agent"], found["directory"])
-    return entry if all(s is None or is_utf8(s) for s in strings) else None
+    # Unrolled (no generator): this runs for every session of a folder at each recomputation.
+    title, directory = record.title, record.directory
+    if not (is_utf8(record.session_id) and is_utf8(record.agent)):
+        return None
+    if (title is not None and not is_utf8(title)) or (
+        directory is not None and not is_utf8(directory)
+    ):
+        return None
+    return entry
 
 
 def desired(
@@ -60,7 +65,6 @@ def desired(
     current: Mapping[str, Any],
     stat: Stat,
     folder: str,
-    entry_of: EntryOf = checked_entry,
 ) -> dict[str, Any]:
     """The entries to have; `stat(path)` gives a file's (mtime_ns, size) or None if gone."""
     wanted: dict[str, Any] = {}
@@ -69,12 +73,13 @@ def desired(
     for record in records:
         name = record.file_name
         names.add(name)
-        entry = entry_of(record)
-        if entry is not None and base is not None:
+        if base is not None and (entry := checked_entry(record)) is not None:
             wanted[base + name] = entry
     for key, entry in current.items():
+        if key in wanted:  # the usual case, checked before any path is split
+            continue
         name = os.path.basename(key)
-        if key in wanted or name in names or os.path.dirname(key) != prefix:
+        if name in names or os.path.dirname(key) != prefix:
             continue
         if not is_session_file_name(name) or not is_utf8(key) or not valid_cache_entry(entry):
             continue
@@ -92,25 +97,11 @@ def stat_file(path: str) -> tuple[int, int] | None:
 
 
 class Planner:
-    """`desired` for one folder after another, remembering each record's entry: computing
-    summaries (chrono times) dominates a large folder's recomputation, and most records are
-    unchanged from one recomputation to the next."""
-
-    def __init__(self) -> None:
-        self._known: dict[str, dict[str, tuple[SessionRecord, dict[str, Any] | None]]] = {}
+    """`desired` for one folder after another. It remembers nothing per session: a memo of
+    each record's entry cost ~670 bytes a session, more than the rest of the index allows,
+    and chrono's fast path for the times the agent writes makes recomputing entries cheap."""
 
     def __call__(
         self, folder: str, records: list[SessionRecord], current: Mapping[str, Any]
     ) -> dict[str, Any]:
-        known = self._known.get(folder, {})
-        fresh: dict[str, tuple[SessionRecord, dict[str, Any] | None]] = {}
-
-        def entry_of(record: SessionRecord) -> dict[str, Any] | None:
-            seen = known.get(record.path)
-            entry = seen[1] if seen is not None and seen[0] is record else checked_entry(record)
-            fresh[record.path] = (record, entry)
-            return entry
-
-        wanted = desired(key_folder(folder, current), records, current, stat_file, folder, entry_of)
-        self._known[folder] = fresh  # only this folder's present records: no growth
-        return wanted
+        return desired(key_folder(folder, current), records, current, stat_file, folder)
