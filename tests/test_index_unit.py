@@ -72,7 +72,7 @@ def test_counts_and_roots() -> None:
     index.upsert(_record("/t/b.json", "b", None, 1))
     assert index.counts() == {"sessions": 2, "workspaces": 1, "roots": {"/s": 1, "/t": 1}}
     assert [r.session_id for r in index.remove_root("/s")] == ["a"]
-    assert index.versions_under("/s") == {}
+    assert index.records_under("/s") == []
     seq = index.seq
     index.remove("/nothing")
     assert index.seq == seq

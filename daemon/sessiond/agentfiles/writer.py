@@ -25,6 +25,7 @@ from typing import Any
 
 from sessionctl.agent import LISTING_CACHE_NAME, WORKSPACE_INDEX_NAME
 
+from sessiond import memory
 from sessiond.agentfiles import files, formats
 from sessiond.agentfiles import listing_cache as cache_rules
 from sessiond.agentfiles import workspace_index as index_rules
@@ -192,12 +193,15 @@ class AgentFiles:
             finally:
                 with self._cond:
                     self._busy = False
+                    idle = not self._due
                     self._cond.notify_all()
+            if idle:
+                memory.trim()  # a pass over many folders leaves its garbage freed
 
     def _sync_folder(self, folder: str) -> None:
         if not self._serves(folder) or not os.path.isdir(folder):
             return  # gone or no longer served: nothing of ours to keep there
-        records = [r for p in self._index.versions_under(folder) if (r := self._index.by_path(p))]
+        records = self._index.records_under(folder)
         for kind in self._kinds:
             self._sync_file(folder, kind, records)
 

@@ -20,33 +20,36 @@ from sessiond.statefile import write_state_file
 
 CACHE_NAME = "headers.msgpack"
 FORMAT = "sessiond-header-cache"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+
+Index = Annotated[int, msgspec.Meta(ge=0)]  # into one of the file's tables
+_INO_MASK = (1 << 64) - 1
 
 
-Index = Annotated[int, msgspec.Meta(ge=0)]  # into the file's tables
+class _Columns(msgspec.Struct, gc=False):
+    """The records field by field. A column is decoded in one run, so what is dropped after
+    the load (the table indexes, device and inode numbers) frees whole memory pages instead
+    of leaving holes between the strings that are kept: a row per record would cost the
+    daemon ~40 % more resident memory after a restart. Strings many records share are stored
+    once in tables and referred to by index."""
 
-
-class _Entry(msgspec.Struct, array_like=True, gc=False):
-    """A record as stored: the strings many records share are indexes into the file's tables,
-    so they are stored and decoded once."""
-
-    root: Index
-    stem: str | None
-    session_id: str
-    title: str | None
-    created_at: str
-    updated_at: str
-    directory: Index
-    agent: Index
-    model: Index
-    workspaces: Index
-    dev: int  # (dev << 64 | ino) would not fit msgpack's 64-bit integers
-    ino: int
-    size: int
-    mtime_ns: int
-    updated_ns: int
-    message_count: int
-    tool_use_count: int
+    root: list[Index]
+    stem: list[str | None]
+    session_id: list[str]
+    title: list[str | None]
+    created_at: list[str]
+    updated_at: list[str]
+    directory: list[Index]
+    agent: list[Index]
+    model: list[Index]
+    workspaces: list[Index]
+    dev: list[int]  # (dev << 64 | ino) would not fit msgpack's 64-bit integers
+    ino: list[int]
+    size: list[int]
+    mtime_ns: list[int]
+    updated_ns: list[int]
+    message_count: list[int]
+    tool_use_count: list[int]
 
 
 class _CacheFile(msgspec.Struct):
@@ -54,64 +57,61 @@ class _CacheFile(msgspec.Struct):
     version: int
     strings: list[str | None]
     workspaces: list[tuple[str, ...]]
-    entries: list[_Entry]
+    records: _Columns
 
 
 _decoder = msgspec.msgpack.Decoder(_CacheFile)
 _encoder = msgspec.msgpack.Encoder()
-_INO_MASK = (1 << 64) - 1
 
 
-class _Tables:
-    """Numbers the shared values while the cache is written."""
+def _columns(
+    records: list[SessionRecord],
+) -> tuple[list[str | None], list[tuple[str, ...]], _Columns]:
+    strings: dict[str | None, int] = {}
+    keys: dict[tuple[str, ...], int] = {}
 
-    def __init__(self) -> None:
-        self.strings: dict[str | None, int] = {}
-        self.workspaces: dict[tuple[str, ...], int] = {}
+    def indexes(values: list[str | None]) -> list[int]:
+        return [strings.setdefault(v, len(strings)) for v in values]
 
-    def string(self, text: str | None) -> int:
-        return self.strings.setdefault(text, len(self.strings))
-
-    def keys(self, keys: tuple[str, ...]) -> int:
-        return self.workspaces.setdefault(keys, len(self.workspaces))
-
-    def entry(self, r: SessionRecord) -> _Entry:
-        return _Entry(self.string(r.root), r.stem, r.session_id, r.title, r.created_at,
-                      r.updated_at, self.string(r.directory), self.string(r.agent),
-                      self.string(r.model), self.keys(r.workspaces), r.dev_ino >> 64,
-                      r.dev_ino & _INO_MASK, r.size, r.mtime_ns, r.updated_ns, r.message_count,
-                      r.tool_use_count)  # fmt: skip
+    columns = _Columns(
+        root=indexes([r.root for r in records]),
+        stem=[r.stem for r in records],
+        session_id=[r.session_id for r in records],
+        title=[r.title for r in records],
+        created_at=[r.created_at for r in records],
+        updated_at=[r.updated_at for r in records],
+        directory=indexes([r.directory for r in records]),
+        agent=indexes([r.agent for r in records]),
+        model=indexes([r.model for r in records]),
+        workspaces=[keys.setdefault(r.workspaces, len(keys)) for r in records],
+        dev=[r.dev_ino >> 64 for r in records],
+        ino=[r.dev_ino & _INO_MASK for r in records],
+        size=[r.size for r in records],
+        mtime_ns=[r.mtime_ns for r in records],
+        updated_ns=[r.updated_ns for r in records],
+        message_count=[r.message_count for r in records],
+        tool_use_count=[r.tool_use_count for r in records],
+    )
+    return list(strings), list(keys), columns
 
 
 def _records(cache: _CacheFile) -> list[SessionRecord]:
+    c = cache.records
+    if len({len(getattr(c, name)) for name in c.__struct_fields__}) > 1:
+        raise ValueError("columns of different lengths")
     strings = [None if s is None else sys.intern(s) for s in cache.strings]
     keys = [tuple(sys.intern(k) for k in ks) for ks in cache.workspaces]
-    records = []
-    for e in cache.entries:
-        root, agent = strings[e.root], strings[e.agent]
-        if root is None or agent is None:
-            raise ValueError("a record without its folder or agent")
-        records.append(
-            SessionRecord(
-                root,
-                e.stem,
-                e.session_id,
-                e.title,
-                e.created_at,
-                e.updated_at,
-                strings[e.directory],
-                agent,
-                strings[e.model],
-                keys[e.workspaces],
-                e.dev << 64 | e.ino,
-                e.size,
-                e.mtime_ns,
-                e.updated_ns,
-                e.message_count,
-                e.tool_use_count,
-            )
-        )
-    return records
+    roots = [strings[i] for i in c.root]
+    agents = [strings[i] for i in c.agent]
+    if None in roots or None in agents:
+        raise ValueError("a record without its folder or agent")
+    rows = zip(roots, c.stem, c.session_id, c.title, c.created_at, c.updated_at,
+               [strings[i] for i in c.directory], agents, [strings[i] for i in c.model],
+               [keys[i] for i in c.workspaces],
+               [dev << 64 | ino for dev, ino in zip(c.dev, c.ino, strict=True)],
+               c.size, c.mtime_ns, c.updated_ns, c.message_count, c.tool_use_count,
+               strict=True)  # fmt: skip
+    return [SessionRecord(*row) for row in rows]
 
 
 def load(state_dir: str) -> list[SessionRecord]:
@@ -138,11 +138,9 @@ def load(state_dir: str) -> list[SessionRecord]:
 
 def save(state_dir: str, records: Iterable[SessionRecord]) -> None:
     """Write the cache atomically. Raises OSError on failure."""
-    tables = _Tables()
-    entries = [tables.entry(r) for r in records]
-    cache = _CacheFile(FORMAT, FORMAT_VERSION, list(tables.strings),
-                       list(tables.workspaces), entries)  # fmt: skip
-    write_state_file(os.path.join(state_dir, CACHE_NAME), _encoder.encode(cache))
+    strings, keys, columns = _columns(list(records))
+    data = _encoder.encode(_CacheFile(FORMAT, FORMAT_VERSION, strings, keys, columns))
+    write_state_file(os.path.join(state_dir, CACHE_NAME), data)
 
 
 class CacheKeeper:

@@ -7,7 +7,7 @@ persisted cache, or a remembered "this version is garbage" all spare the read an
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -70,7 +70,8 @@ class HeaderLoader:
         """`reread`: read the file even when its version is the indexed one. Its mode or owner
         changed, and only a read tells whether it can still be read (root or not)."""
         if not reread:
-            return self.load_many([(path, known)])[0]
+            loaded = self.without_decoding(path, known)
+            return loaded if loaded is not None else self.decode_many([path])[0]
         loaded = self._remember(path, read_and_decode(path))
         if (
             known is not None
@@ -80,22 +81,17 @@ class HeaderLoader:
             return Loaded(Outcome.UNCHANGED, known)
         return loaded
 
-    def load_many(
-        self,
-        items: Sequence[tuple[str, SessionRecord | None]],
-        decode_all: Callable[[list[str]], list[Loaded]] | None = None,
+    def decode_many(
+        self, paths: list[str], decode_all: Callable[[list[str]], list[Loaded]] | None = None
     ) -> list[Loaded]:
-        """Load each (path, indexed record); the files that must be decoded go to
-        `decode_all` together (a process pool for a crawl), else are decoded here."""
-        results: list[Loaded | None] = [self._without_decoding(*item) for item in items]
-        pending = [i for i, loaded in enumerate(results) if loaded is None]
-        jobs = [items[i][0] for i in pending]
-        decoded = decode_all(jobs) if decode_all and jobs else [read_and_decode(j) for j in jobs]
-        for i, loaded in zip(pending, decoded, strict=True):
-            results[i] = self._remember(items[i][0], loaded)
-        return [loaded for loaded in results if loaded is not None]
+        """Read and decode files `without_decoding` could not settle, together: `decode_all`
+        is a process pool for a crawl; without it they are decoded here."""
+        decoded = decode_all(paths) if decode_all else [read_and_decode(p) for p in paths]
+        return [self._remember(path, loaded) for path, loaded in zip(paths, decoded, strict=True)]
 
-    def _without_decoding(self, path: str, known: SessionRecord | None) -> Loaded | None:
+    def without_decoding(self, path: str, known: SessionRecord | None) -> Loaded | None:
+        """What one stat tells about the file at `path` given its indexed record: None when
+        it must be read and decoded."""
         try:
             st = os.stat(path)
         except FileNotFoundError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from sessiond.index.records import FileVersion, SessionRecord, split_session_path
+from sessiond.index.records import SessionRecord, split_session_path
 
 _ALL = "\x00all"  # the list cache's key for "every session"
 
@@ -25,7 +25,9 @@ class SessionIndex:
         # id -> record, or a tuple of records in the rare case of one id in several files:
         # a set per session would cost more than the rest of its record.
         self._by_id: dict[str, SessionRecord | tuple[SessionRecord, ...]] = {}
-        self._by_workspace: dict[str, set[SessionRecord]] = {}
+        # A list per workspace, not a set: a set costs ~40 bytes per member, a list 8, and
+        # removing a record scans only its workspace's list.
+        self._by_workspace: dict[str, list[SessionRecord]] = {}
         self._best: dict[str, SessionRecord | None] = {}
         self._sorted: dict[str, list[SessionRecord]] = {}
         self._count = 0
@@ -50,8 +52,9 @@ class SessionIndex:
             for key in record.workspaces:
                 members = self._by_workspace.get(key)
                 if members is None:
-                    members = self._by_workspace[key] = set()
-                members.add(record)
+                    self._by_workspace[key] = [record]
+                else:
+                    members.append(record)
                 best = self._best.get(key)
                 if best is not None and record.resume_key > best.resume_key:
                     self._best[key] = record
@@ -82,7 +85,7 @@ class SessionIndex:
         for key in record.workspaces:
             members = self._by_workspace.get(key)
             if members is not None:
-                members.discard(record)
+                members.remove(record)  # records compare by identity
                 if not members:
                     del self._by_workspace[key]
             if self._best.get(key) is record:
@@ -113,9 +116,6 @@ class SessionIndex:
     def records_under(self, root: str) -> list[SessionRecord]:
         with self._lock:
             return list(self._folders.get(root, {}).values())
-
-    def versions_under(self, root: str) -> dict[str, FileVersion]:
-        return {r.path: r.version for r in self.records_under(root)}
 
     def by_path(self, path: str) -> SessionRecord | None:
         root, stem = split_session_path(path)

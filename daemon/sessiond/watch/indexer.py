@@ -24,6 +24,7 @@ from sessionctl.agent import (
     is_session_file_name,
 )
 
+from sessiond import memory
 from sessiond.index import header_cache
 from sessiond.index.crawl import CrawlPool
 from sessiond.index.loader import HeaderLoader, Loaded, Outcome
@@ -170,7 +171,7 @@ class Indexer:
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         self.ready.set()
-        self._guarded(self._cache.save)
+        self._guarded(self._save_cache)
         while True:
             try:
                 item = self._queue.get(timeout=self._idle_timeout())
@@ -196,9 +197,13 @@ class Indexer:
     def _periodic(self) -> None:
         now = time.monotonic()
         if self._cache.due(now):
-            self._guarded(self._cache.save)
+            self._guarded(self._save_cache)
         if self._reconcile_interval > 0 and now - self._reconciled_at > self._reconcile_interval:
             self._guarded(lambda: self._rescan_all("periodic"))
+
+    def _save_cache(self) -> None:
+        self._cache.save()
+        memory.trim()  # the cache's encoding and a build's or rescan's garbage are freed now
 
     def _idle_timeout(self) -> float:
         due = self._overflows.seconds_until_due(time.monotonic())
@@ -345,6 +350,7 @@ class Indexer:
         finally:
             self._crawl.close()
         self.rescans += 1
+        memory.trim()
         self._reconciled_at = time.monotonic()
         duration_ms = round((self._reconciled_at - started) * 1000, 1)
         self._tell.rescanned({"reason": reason, "duration_ms": duration_ms, **counts.as_dict()})
@@ -356,20 +362,26 @@ class Indexer:
     def _scan_roots(self, folders: list[str], counts: Counts) -> Counts:
         """Reconcile folders with the index: stat every session file, and decode the changed
         ones together (on every core when there are many)."""
-        work: list[tuple[str, str]] = []
+        # Folder by folder, so what a stat settles is applied at once: a restart with a
+        # persisted cache then holds one folder's paths and stat results at a time, not all.
+        to_decode: list[str] = []
         for folder in folders:
             try:
                 names = os.listdir(folder)
             except OSError:
                 names = []
             present = {os.path.join(folder, n) for n in names if is_session_file_name(n)}
-            work += [(p, folder) for p in self.index.versions_under(folder).keys() - present]
-            work += [(p, folder) for p in sorted(present)]
-        items = [(path, self.index.by_path(path)) for path, _ in work]
-        for (path, _), loaded in zip(
-            work, self._loader.load_many(items, self._crawl.decode_all), strict=True
-        ):
-            self._apply(path, loaded, counts)
+            indexed = {r.path: r for r in self.index.records_under(folder)}
+            for path in [*(indexed.keys() - present), *sorted(present)]:
+                loaded = self._loader.without_decoding(path, indexed.get(path))
+                if loaded is None:
+                    to_decode.append(path)
+                else:
+                    self._apply(path, loaded, counts)
+        if to_decode:
+            decoded = self._loader.decode_many(to_decode, self._crawl.decode_all)
+            for path, loaded in zip(to_decode, decoded, strict=True):
+                self._apply(path, loaded, counts)
         for folder in folders:
             self._tell.folder_scanned(folder)
         return counts
