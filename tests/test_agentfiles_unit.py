@@ -116,9 +116,7 @@ def record(
     doc.update(session_fields)
     data = compact(doc)
     version = FileVersion(1, hash(name) & 0xFFFF, len(data), mtime_ns)
-    return SessionRecord.from_decoded(
-        os.path.join(folder, name), version, decode_session(data)
-    )
+    return SessionRecord.from_decoded(os.path.join(folder, name), version, decode_session(data))
 
 
 def test_winner_is_newest_mtime_then_greater_name() -> None:

@@ -15,7 +15,7 @@ def _record(path: str, session_id: str, directory: str | None, mtime_ns: int,
     return SessionRecord(
         root=sys.intern(root), stem=None if stem == session_id else stem, dev_ino=1, size=10,
         mtime_ns=mtime_ns, session_id=session_id,
-        title=None, created_at="2026-01-01T00:00:00Z", updated_at="2026-01-01T00:00:00Z",
+        title=None, created="2026-01-01T00:00:00Z", updated="2026-01-01T00:00:00Z",
         updated_ns=updated_ns, directory=directory, agent="build", model=None, message_count=0,
         tool_use_count=0, workspaces=(directory,) if directory else (),
     )  # fmt: skip
@@ -125,3 +125,38 @@ def test_tails_of_pretty_files_stay_on_one_line_and_follow_saves(tmp_path) -> No
     path.write_text(json.dumps(session))
     os.utime(path, ns=(1, 1))
     assert json.loads(bytes(cache.get(record(), 2).session))["title"] == "renamed"
+
+
+TIMES = [
+    "2026-08-01T14:00:00Z",  # the agent's form: kept as a number
+    "2026-08-01T14:02:07.500Z",
+    "2026-08-01T14:02:07.123456Z",
+    "2026-08-01T14:02:07.123456789Z",
+    "1969-12-31T23:59:59.999999999Z",  # before the epoch
+    "0001-01-01T00:00:00Z",
+    "2026-08-01T14:02:07.5Z",  # other forms: kept as written
+    "2026-08-01T14:02:07.500000Z",
+    "2026-08-01T14:02:07.000Z",
+    "2026-08-01T16:02:07+02:00",
+    "2026-08-01t14:02:07z",
+    "2026-08-01 14:02:07Z",
+    "2016-12-31T23:59:60Z",  # a leap second
+]
+
+
+def test_times_read_back_exactly_as_written_and_usual_ones_are_kept_as_numbers() -> None:
+    from sessiond.index.decode import decode_session
+    from sessiond.index.records import FileVersion
+    from support.agent_sim import compact, new_session
+
+    for text in TIMES:
+        doc = new_session("/w")
+        doc["created_at"] = doc["updated_at"] = text
+        record = SessionRecord.from_decoded(
+            f"/s/{doc['id']}.json", FileVersion(1, 2, 3, 4), decode_session(compact(doc))
+        )
+        assert (record.created_at, record.updated_at) == (text, text)
+        assert record.header()["created_at"] == record.header()["updated_at"] == text
+        usual = text.endswith("Z") and "T" in text and text in TIMES[:6]
+        assert isinstance(record.created, int) is usual
+        assert (record.updated is None) is usual

@@ -20,7 +20,7 @@ from sessiond.statefile import write_state_file
 
 CACHE_NAME = "headers.msgpack"
 FORMAT = "sessiond-header-cache"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 Index = Annotated[int, msgspec.Meta(ge=0)]  # into one of the file's tables
 _INO_MASK = (1 << 64) - 1
@@ -37,8 +37,8 @@ class _Columns(msgspec.Struct, gc=False):
     stem: list[str | None]
     session_id: list[str]
     title: list[str | None]
-    created_at: list[str]
-    updated_at: list[str]
+    created: list[str | int]
+    updated: list[str | None]
     directory: list[Index]
     agent: list[Index]
     model: list[Index]
@@ -78,8 +78,8 @@ def _columns(
         stem=[r.stem for r in records],
         session_id=[r.session_id for r in records],
         title=[r.title for r in records],
-        created_at=[r.created_at for r in records],
-        updated_at=[r.updated_at for r in records],
+        created=[r.created for r in records],
+        updated=[r.updated for r in records],
         directory=indexes([r.directory for r in records]),
         agent=indexes([r.agent for r in records]),
         model=indexes([r.model for r in records]),
@@ -105,7 +105,7 @@ def _records(cache: _CacheFile) -> list[SessionRecord]:
     agents = [strings[i] for i in c.agent]
     if None in roots or None in agents:
         raise ValueError("a record without its folder or agent")
-    rows = zip(roots, c.stem, c.session_id, c.title, c.created_at, c.updated_at,
+    rows = zip(roots, c.stem, c.session_id, c.title, c.created, c.updated,
                [strings[i] for i in c.directory], agents, [strings[i] for i in c.model],
                [keys[i] for i in c.workspaces],
                [dev << 64 | ino for dev, ino in zip(c.dev, c.ino, strict=True)],

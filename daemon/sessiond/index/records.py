@@ -3,13 +3,14 @@ file version they were read from."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import sys
 import time
 from typing import Any, NamedTuple
 
 import msgspec
-from sessionctl.agent import canonicalize, normalize_components
+from sessionctl.agent import canonicalize, normalize_components, parse_rfc3339_ns
 from sessionctl.document import make_header
 
 from sessiond.index.decode import DecodedSession
@@ -74,17 +75,45 @@ def split_session_path(path: str) -> tuple[str, str]:
     return folder, name.removesuffix(SESSION_SUFFIX)
 
 
+def utc_text(ns: int) -> str | None:
+    """The time as the agent writes it (chrono's RFC 3339, `AutoSi` fraction, `Z`)."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    try:
+        t = _dt.datetime.fromtimestamp(seconds, _dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    if nanos == 0:
+        fraction = ""
+    elif nanos % 1_000_000 == 0:
+        fraction = f".{nanos // 1_000_000:03d}"
+    elif nanos % 1_000 == 0:
+        fraction = f".{nanos // 1_000:06d}"
+    else:
+        fraction = f".{nanos:09d}"
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        f"{fraction}Z"
+    )
+
+
+def _compact_time(text: str) -> str | int:
+    ns = parse_rfc3339_ns(text)
+    return ns if ns is not None and utc_text(ns) == text else text
+
+
 class SessionRecord(msgspec.Struct, gc=False, eq=False):
     """One per session, so kept small: no GC header (only strings, ints and a tuple of
     strings, so no cycles), no path string (the folder is shared by its sessions and the file
-    stem is usually the session id), shared strings, the device and inode packed in one int."""
+    stem is usually the session id), shared strings, the device and inode packed in one int,
+    and times the agent wrote in the usual form kept as numbers: the text is rebuilt exactly
+    (a time written any other way is kept as written)."""
 
     root: str  # the folder the file is in (interned)
     stem: str | None  # the file name without `.json`; None when it is the session id
     session_id: str
     title: str | None
-    created_at: str
-    updated_at: str
+    created: str | int  # created_at, or its instant in ns when utc_text() gives it back
+    updated: str | None  # updated_at, or None when it is utc_text(updated_ns)
     directory: str | None
     agent: str
     model: str | None
@@ -107,8 +136,8 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
             stem=None if stem == doc.id else stem,
             session_id=doc.id,
             title=doc.title,
-            created_at=doc.created_at,
-            updated_at=doc.updated_at,
+            created=_compact_time(doc.created_at),
+            updated=None if utc_text(decoded.updated_ns) == doc.updated_at else doc.updated_at,
             directory=shared(meta.directory),
             agent=shared(doc.agent) or doc.agent,
             model=shared(meta.model),
@@ -120,6 +149,15 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
             message_count=len(doc.messages),
             tool_use_count=len(doc.tool_uses),
         )
+
+    @property
+    def created_at(self) -> str:
+        created = self.created
+        return created if isinstance(created, str) else utc_text(created) or ""
+
+    @property
+    def updated_at(self) -> str:
+        return self.updated if self.updated is not None else utc_text(self.updated_ns) or ""
 
     @property
     def file_stem(self) -> str:
