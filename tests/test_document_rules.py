@@ -51,6 +51,7 @@ INVALID = [
     ("id", 7),
     ("title", 5),
     ("created_at", "yesterday"),
+    ("created_at", "\uff12\uff10\uff12\uff16-08-01T14:00:00Z"),  # full-width digits: chrono refuses
     ("updated_at", _DELETE),
     ("metadata", None),
     ("metadata.shared", _DELETE),

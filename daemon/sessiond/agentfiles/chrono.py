@@ -12,7 +12,8 @@ import re
 
 _TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
+    re.ASCII,  # chrono reads ASCII digits only; `\d` alone would take any script's
 )
 _SECONDS_PER_DAY = 86_400
 
