@@ -85,8 +85,11 @@ def median_ms(values_s: Sequence[float]) -> float | None:
     return round(statistics.median(values_s) * 1000, 2) if values_s else None
 
 
-def raw_latency(sock_path: str, lines: Sequence[bytes]) -> dict[str, Any]:
-    """The daemon's share: pre-encoded requests, each reply read up to its newline, unparsed."""
+def raw_latency(
+    sock_path: str, lines: Sequence[bytes], decode: Callable[[bytes], Any] | None = None
+) -> dict[str, Any]:
+    """The daemon's share: pre-encoded requests, each reply read up to its newline, and
+    decoded with `decode` if given (else unparsed)."""
     times: list[float] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(sock_path)
@@ -102,6 +105,8 @@ def raw_latency(sock_path: str, lines: Sequence[bytes]) -> dict[str, Any]:
                 if not chunk:
                     raise RuntimeError("the daemon closed the connection")
                 buf += chunk
+            if decode is not None:
+                decode(memoryview(buf)[:end])
             times.append(clock() - t0)
             if not buf.startswith(b'{"ok":true'):
                 raise RuntimeError(f"the daemon answered {bytes(buf[:200])!r}")
@@ -368,6 +373,7 @@ class Bench:
             )
         request = compact({"op": "resume", "workspace": big["path"], "window": WINDOW}) + b"\n"
         raw = raw_latency(sock, [request] * self.s.big_requests)
+        raw_msgspec = raw_latency(sock, [request] * self.s.big_requests, msgspec.json.decode)
         reads, json_times, msgspec_times = [], [], []
         for _ in range(max(3, self.s.runs // 2)):
             t0 = time.perf_counter()
@@ -392,6 +398,7 @@ class Bench:
             "window": WINDOW,
             "daemon": daemon | {"wrong": wrong},
             "daemon_raw_socket": raw,
+            "daemon_raw_socket_msgspec": raw_msgspec,
             "read_file_ms": median_ms(reads),
             "read_json_loads_ms": median_ms(json_times),
             "read_msgspec_decode_ms": median_ms(msgspec_times),
@@ -692,14 +699,27 @@ def report(results: dict[str, Any]) -> str:
         size = f"{big['file_bytes'] / 2**20:.1f} MiB"
         add(f"big session ({size}) window={WINDOW}, Client", _p50_p99(d))
         add("  same, raw socket (reply not parsed)", _p50_p99(raw_big))
+        raw_decoded = big.get("daemon_raw_socket_msgspec")
+        if raw_decoded:
+            add("  same, raw socket + msgspec decode of the reply", _p50_p99(raw_decoded))
         add(
             "  read + decode the file",
             f"msgspec {_ms(big['read_msgspec_decode_ms'])}, json.loads "
             f"{_ms(big['read_json_loads_ms'])}; scan_resume(window) "
             f"{_ms(big['scan_resume_window_ms'])}",
         )
+        # Same decoder on both sides: what a reader saves is decoding the rest of the file.
         add(
-            "  msgspec decode / daemon, Client / raw",
+            "  file / daemon, json.loads vs Client (json)",
+            _ratio(big["read_json_loads_ms"], d["p50_us"] / 1000),
+        )
+        if raw_decoded:
+            add(
+                "  file / daemon, msgspec vs raw + msgspec",
+                _ratio(big["read_msgspec_decode_ms"], raw_decoded["p50_us"] / 1000),
+            )
+        add(
+            "  msgspec decode of the file / Client, raw",
             f"{_ratio(big['read_msgspec_decode_ms'], d['p50_us'] / 1000)} / "
             f"{_ratio(big['read_msgspec_decode_ms'], raw_big['p50_us'] / 1000)}",
         )
@@ -786,11 +806,13 @@ def report(results: dict[str, Any]) -> str:
             "RSS after the run / empty daemon",
             f"{m['rss_after_bytes'] / 2**20:.1f} MiB / {m['rss_empty_bytes'] / 2**20:.1f} MiB",
         )
-        add(
-            "RSS per indexed session (settled - empty)",
-            f"{m['per_session_bytes']:.0f} B  (x10,000 = "
-            f"{m['per_session_bytes'] * 10_000 / 2**20:.1f} MiB)",
-        )
+        for key, when in (("per_session_bytes", "first start"),
+                          ("per_session_restart_bytes", "restart")):  # fmt: skip
+            if key in m:
+                add(
+                    f"RSS per indexed session, {when} (settled - empty)",
+                    f"{m[key]:.0f} B  (x10,000 = {m[key] * 10_000 / 2**20:.1f} MiB)",
+                )
     if "stop_s" in results:
         add("stop (SIGTERM to exit)", f"{results['stop_s']:.2f} s")
     check = results.get("correctness", {})
@@ -943,11 +965,16 @@ def run(corpus: corpus_mod.Corpus, settings: Settings, work: str, results: dict[
     bench.start("restart-cold", state, cold=True).stop()
     bench.start("restart-warm", state, cold=False).stop()
     rss_empty = bench.empty_daemon_rss()
-    ready = results["start"]["first-warm"]
+
+    def per_session(tag: str) -> float:
+        start = results["start"][tag]
+        return (start["rss_settled_bytes"] - rss_empty) / max(1, start["sessions"])
+
     results["memory"] = {
         "rss_after_bytes": rss_after,
         "rss_empty_bytes": rss_empty,
-        "per_session_bytes": (ready["rss_settled_bytes"] - rss_empty) / max(1, ready["sessions"]),
+        "per_session_bytes": per_session("first-warm"),
+        "per_session_restart_bytes": per_session("restart-warm"),
     }
     timed_wrong = sum(
         e.get("wrong", 0)
