@@ -131,7 +131,7 @@ OPS: dict[str, dict[str, FieldSpec]] = {
 _NO_REQ = object()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     op: str
     args: dict[str, Any] = field(default_factory=dict)
@@ -161,13 +161,14 @@ def parse_request(obj: Any) -> Request:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown op {op[:64]!r}")
     args: dict[str, Any] = {}
     for name, fspec in spec.items():
-        if name in obj and obj[name] is not None:
-            args[name] = fspec.check(name, obj[name])
+        value = obj.get(name)  # absent and null are the same
+        if value is not None:
+            args[name] = fspec.check(name, value)
         elif fspec.required:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"op '{op}' needs field '{name}'")
         else:
             args[name] = fspec.default
-    return Request(op=op, args=args, req=peek_req(obj))
+    return Request(op, args, obj.get("req", _NO_REQ))
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -219,6 +220,10 @@ class LineSplitter:
     def feed(self, data: bytes) -> list[bytes]:
         if self.too_large:
             raise LineTooLarge
+        if not self._buffer:  # the usual chunk, exactly one whole line: skip the buffer
+            end = data.find(b"\n")
+            if end == len(data) - 1 >= 0 and not self._over_limit(end):
+                return [bytes(data[:end])]
         self._buffer += data
         lines: list[bytes] = []
         start = 0
@@ -254,13 +259,20 @@ class LineSplitter:
 # --- the client's codec (the daemon encodes with msgspec instead) -------------------------
 
 
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Made once: json.dumps with options builds a new encoder on every call."""
+
+
 def encode_request(op: str, fields: Mapping[str, Any] | None = None, req: Any = _NO_REQ) -> bytes:
     body: dict[str, Any] = {"op": op}
     if fields:
-        body.update({k: v for k, v in fields.items() if v is not None})
+        for name, value in fields.items():
+            if value is not None:
+                body[name] = value
     _with_req(body, req)
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return (_json_encoder.encode(body) + "\n").encode()
 
 
-def decode_message(line: bytes) -> Any:
-    return json.loads(line.decode("utf-8"))
+def decode_message(line: bytes | bytearray | memoryview) -> Any:
+    """One decoded line: strict UTF-8 (str() decodes a buffer without copying it to bytes)."""
+    return json.loads(str(line, "utf-8"))

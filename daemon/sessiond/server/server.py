@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
@@ -36,7 +37,10 @@ from sessiond.server.ops import Ops
 
 READ_CHUNK = 256 * 1024
 SLOW_REQUEST_S = 0.1
+UNTIMED_OPS = frozenset({"sync", "flush", "rescan"})  # they wait by design: never "slow"
 _encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+_NO_REQ = peek_req(None)
 
 
 def encode_line(message: Any) -> bytes:
@@ -98,50 +102,65 @@ class Server:
         return True
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        transport = writer.transport
+        high_water = transport.get_write_buffer_limits()[1]
         splitter = LineSplitter()
+        deadline = _ReadDeadline(task)
         line_started = 0.0  # when the first byte of the unfinished line came
-        while True:
-            if splitter.pending:  # the whole line must come in time, not each byte of it
-                limit = line_started + self._limits.partial_line_timeout_s - time.monotonic()
-            else:
-                limit = self._limits.idle_timeout_s
-            try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), max(0.0, limit))
-            except TimeoutError:
-                log_event("connection_timeout", partial_line=bool(splitter.pending))
-                return
-            if not data:
-                return
-            waiting = splitter.pending
-            try:
-                lines = splitter.feed(data)
-            except LineTooLarge:
-                lines = []
-            if splitter.pending and (lines or not waiting):
-                line_started = time.monotonic()
-            for line in lines:
-                request, reply = await self._handle(line)
-                if request is not None and request.op == "watch":
-                    # Subscribed before the ok goes out: a client that saves as soon as it
-                    # reads the ok must get the event of that save.
-                    await self._stream_events(reader, writer, self._hub.subscribe(), reply)
+        try:
+            while True:
+                if splitter.pending:  # the whole line must come in time, not each byte of it
+                    deadline.arm(line_started + self._limits.partial_line_timeout_s)
+                else:
+                    deadline.arm(loop.time() + self._limits.idle_timeout_s)
+                try:
+                    data = await reader.read(READ_CHUNK)
+                except asyncio.CancelledError:
+                    if not deadline.expired or task.uncancel():
+                        raise  # cancelled by someone else too (the daemon stopping)
+                    log_event("connection_timeout", partial_line=bool(splitter.pending))
                     return
-                writer.write(reply)
-                await writer.drain()
-            if splitter.too_large:
-                message = "request line longer than 1 MiB"
-                writer.write(encode_line(error_response(ErrorCode.TOO_LARGE, message)))
-                await writer.drain()
-                return
+                deadline.disarm()  # no timeout while requests are answered
+                if not data:
+                    return
+                waiting = splitter.pending
+                try:
+                    lines = splitter.feed(data)
+                except LineTooLarge:
+                    lines = []
+                if splitter.pending and (lines or not waiting):
+                    line_started = loop.time()
+                for line in lines:
+                    request, reply = await self._handle(line)
+                    if request is not None and request.op == "watch":
+                        # Subscribed before the ok goes out: a client that saves as soon as it
+                        # reads the ok must get the event of that save.
+                        await self._stream_events(reader, writer, self._hub.subscribe(), reply)
+                        return
+                    writer.write(reply)
+                    # drain() only waits above the high-water mark; below it, it is a wasted
+                    # coroutine per reply. A lost connection still shows: the next read ends.
+                    if transport.get_write_buffer_size() > high_water or transport.is_closing():
+                        await writer.drain()
+                if splitter.too_large:
+                    message = "request line longer than 1 MiB"
+                    writer.write(encode_line(error_response(ErrorCode.TOO_LARGE, message)))
+                    await writer.drain()
+                    return
+        finally:
+            deadline.close()
 
     async def _handle(self, line: bytes) -> tuple[Request | None, bytes]:
         """Answer one request line; never raises."""
-        req: Any = peek_req(None)  # no `req` to echo until one is read
+        req: Any = _NO_REQ  # no `req` to echo until one is read
         started = time.monotonic()
         request: Request | None = None
         try:
             try:
-                obj = msgspec.json.decode(line)
+                obj = _decoder.decode(line)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid JSON: {exc}") from None
             except RecursionError:
@@ -167,7 +186,7 @@ class Server:
             )
             return None, encode_line(error_response(ErrorCode.INTERNAL, "internal error", req=req))
         elapsed = time.monotonic() - started
-        if elapsed > SLOW_REQUEST_S and request.op not in ("sync", "flush", "rescan"):
+        if elapsed > SLOW_REQUEST_S and request.op not in UNTIMED_OPS:
             log_event(
                 "slow_request", logging.WARNING, op=request.op, duration_ms=round(elapsed * 1000, 1)
             )
@@ -200,6 +219,47 @@ class Server:
         finally:
             closed.cancel()
             self._hub.unsubscribe(queue)
+
+
+class _ReadDeadline:
+    """Cancels a connection's task when its read is still waiting at the deadline.
+
+    One timer per connection, moved lazily: a request pushes the idle deadline later, which
+    costs nothing until the timer fires, finds the deadline moved and re-arms; only an earlier
+    deadline (a partial line's) re-arms at once. asyncio.wait_for made a Task, a future and a
+    timer for every read, and three trips through the event loop instead of one.
+    """
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self._task = task
+        self._loop = task.get_loop()
+        self._at = math.inf  # loop time; infinite while no read is waiting
+        self._timer: asyncio.TimerHandle | None = None
+        self.expired = False
+
+    def arm(self, at: float) -> None:
+        self._at = at
+        timer = self._timer
+        if timer is None or at < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(at, self._fire)
+
+    def disarm(self) -> None:
+        self._at = math.inf
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._loop.time() >= self._at:
+            self.expired = True
+            self._task.cancel()
+        elif self._at != math.inf:
+            self._timer = self._loop.call_at(self._at, self._fire)
 
 
 async def _until_eof(reader: asyncio.StreamReader) -> None:
