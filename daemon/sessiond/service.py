@@ -9,7 +9,7 @@ one, sessiond exits with status 1 itself. Either way a dead watcher leads to a r
 to a silently stale index.
 
 Test-only faults: `SESSIOND_TEST_FAULTS=watcher_dies`, read once at start, makes SIGUSR2 stop
-every watchdog observer thread in the process, the way a crashed watcher thread would end.
+every watchdog inotify reader thread in the process, the way a crashed watcher would end.
 Nothing in the socket protocol can reach it; it exists so the tests can kill the watcher for
 real (tests/test_service_activation.py).
 """
@@ -125,9 +125,9 @@ def install_test_faults(loop: asyncio.AbstractEventLoop, env: Mapping[str, str])
 
 
 def _stop_observers() -> None:
-    from watchdog.observers.api import BaseObserver
+    from watchdog.observers.inotify_c import InotifyFD
 
     for thread in threading.enumerate():
-        if isinstance(thread, BaseObserver):
+        if isinstance(thread, InotifyFD):
             thread.stop()
     log_event("test_fault", logging.WARNING, fault="watcher_dies")
