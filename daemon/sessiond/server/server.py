@@ -43,8 +43,13 @@ _decoder = msgspec.json.Decoder()
 _NO_REQ = peek_req(None)
 
 
-def encode_line(message: Any) -> bytes:
-    return _encoder.encode(message) + b"\n"
+def encode_line(message: Any) -> bytearray:
+    # Encoded into a buffer that takes the newline too: a reply can be many MiB, and
+    # `encode(...) + b"\n"` would copy it once more.
+    line = bytearray()
+    _encoder.encode_into(message, line)
+    line += b"\n"
+    return line
 
 
 class Server:
@@ -153,7 +158,7 @@ class Server:
         finally:
             deadline.close()
 
-    async def _handle(self, line: bytes) -> tuple[Request | None, bytes]:
+    async def _handle(self, line: bytes) -> tuple[Request | None, bytearray]:
         """Answer one request line; never raises."""
         req: Any = _NO_REQ  # no `req` to echo until one is read
         started = time.monotonic()
@@ -197,7 +202,7 @@ class Server:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         queue: asyncio.Queue[Any],
-        ok: bytes,
+        ok: bytearray,
     ) -> None:
         closed = asyncio.ensure_future(
             _until_eof(reader)
