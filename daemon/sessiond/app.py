@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 from sessionctl.protocol import Event, event_message
 
-from sessiond import memory, systemd
+from sessiond import systemd
 from sessiond.agentfiles import AgentFiles
 from sessiond.config import ConfigError, Settings
 from sessiond.index.records import SessionRecord
@@ -196,7 +196,6 @@ def _index_event(kind: str, record: SessionRecord) -> dict[str, object]:
 def run_daemon(
     settings: Settings, env: Mapping[str, str], reread: Callable[[], Settings] | None = None
 ) -> int:
-    memory.fix_mmap_threshold()
     try:
         return asyncio.run(Daemon(settings, env, reread).run())
     except KeyboardInterrupt:

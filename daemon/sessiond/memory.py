@@ -1,18 +1,15 @@
-"""Giving freed memory back to the system (glibc only; elsewhere these do nothing).
+"""Giving freed memory back to the system (glibc only; elsewhere this does nothing).
 
-The daemon's big transient buffers (a session file read whole, the header cache written out)
-are freed at once, but glibc keeps the heap they grew and, after the first large free, raises
-its mmap threshold so later large buffers land in the heap too. A fixed threshold keeps them in
-their own mappings, returned on free; a trim after a burst returns the free heap pages.
+A build, a rescan or a pass over the agent's files frees a burst of small objects and buffers
+at once; glibc keeps the pages they used until asked. A trim after such a burst returns them.
+(A fixed, low mmap threshold would return big buffers on free too, but then every reply of a
+few MiB costs fresh page faults: 2.9 ms instead of 0.5 ms for a 1,000-message window.)
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-
-M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
-MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own default, kept fixed
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -21,16 +18,11 @@ def _libc() -> ctypes.CDLL | None:
         libc = ctypes.CDLL(name)
     except (OSError, TypeError):
         return None
-    # Only glibc has both (musl, macOS): elsewhere there is nothing to tune.
-    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    # Only glibc has it (not musl, not macOS): elsewhere there is nothing to do.
+    return libc if hasattr(libc, "malloc_trim") else None
 
 
 _LIBC = _libc()
-
-
-def fix_mmap_threshold() -> None:
-    if _LIBC is not None:
-        _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
 def trim() -> None:
