@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 from support.agent_sim import add_turn
 from support.daemon import DaemonFactory, DaemonProcess
+from support.raw_socket import PING, closed, read_reply
 from support.robust import Agent, config_args
-
-PING = b'{"op":"ping"}\n'
 
 
 @pytest.fixture
@@ -33,22 +32,9 @@ def agent(base: str) -> Agent:
 
 
 def reply(sock: socket.socket) -> dict[str, Any]:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        assert chunk, "the daemon closed the connection instead of answering"
-        data += chunk
-    answer = json.loads(data)
-    assert isinstance(answer, dict)
+    answer = read_reply(sock)
+    assert answer is not None, "the daemon closed the connection instead of answering"
     return answer
-
-
-def closed(sock: socket.socket) -> bool:
-    """True once the daemon has closed the connection (waits up to the socket's timeout)."""
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
 
 
 def assert_open_for(sock: socket.socket, seconds: float) -> None:

@@ -9,7 +9,6 @@ oversized lines) are not repeated here.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -18,10 +17,11 @@ from typing import Any
 
 import pytest
 from support.daemon import DaemonFactory, DaemonProcess, wait_for
+from support.raw_socket import PING, closed
+from support.raw_socket import read_reply as reply
 from support.robust import Agent, OpenFilesDaemon, assert_every_answer, config_args, finish_all
 
 NOBODY = 65534
-PING = b'{"op":"ping"}\n'
 
 
 @pytest.fixture
@@ -32,30 +32,6 @@ def agent(base: str) -> Agent:
         for turns in (1, 2):
             agent.save(agent.new(workspace, turns))
     return agent
-
-
-def reply(sock: socket.socket) -> dict[str, Any] | None:
-    """The next reply line, or None when the daemon closed the connection instead."""
-    data = b""
-    while not data.endswith(b"\n"):
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            return None
-        data += chunk
-    answer = json.loads(data)
-    assert isinstance(answer, dict)
-    return answer
-
-
-def closed(sock: socket.socket) -> bool:
-    """True once the daemon has closed the connection (waits up to the socket's timeout)."""
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
 
 
 def ping(daemon: DaemonProcess) -> tuple[socket.socket, dict[str, Any] | None]:

@@ -208,6 +208,32 @@ def parse_rfc3339_ns(text: object) -> int | None:
     return whole * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
 
 
+def autosi_fraction(nanos: int) -> str:
+    """chrono's `SecondsFormat::AutoSi`: nothing for a whole second, else the shortest of 3, 6
+    or 9 digits."""
+    if nanos == 0:
+        return ""
+    if nanos % 1_000_000 == 0:
+        return f".{nanos // 1_000_000:03d}"
+    if nanos % 1_000 == 0:
+        return f".{nanos // 1_000:06d}"
+    return f".{nanos:09d}"
+
+
+def format_rfc3339_ns(ns: int) -> str | None:
+    """A time as the agent writes it (chrono's RFC 3339 with an `AutoSi` fraction and `Z`);
+    None outside the years 1 to 9999."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    try:
+        t = _dt.datetime.fromtimestamp(seconds, _dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        f"{autosi_fraction(nanos)}Z"
+    )
+
+
 # --- tails and pages -------------------------------------------------------------------------
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from sessionctl.agent import autosi_fraction
+
 _TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
@@ -72,19 +74,8 @@ def _normalize_full(text: str) -> str | None:
         second = 60
     return (
         f"{_year(year)}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
-        f"{_fraction(nanos)}Z"
+        f"{autosi_fraction(nanos)}Z"
     )
-
-
-def _fraction(nanos: int) -> str:
-    """`AutoSi`: nothing for a whole second, else the shortest of 3, 6 or 9 digits."""
-    if nanos == 0:
-        return ""
-    if nanos % 1_000_000 == 0:
-        return f".{nanos // 1_000_000:03d}"
-    if nanos % 1_000 == 0:
-        return f".{nanos // 1_000:06d}"
-    return f".{nanos:09d}"
 
 
 def _year(year: int) -> str:

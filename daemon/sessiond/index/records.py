@@ -3,14 +3,18 @@ file version they were read from."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import sys
 import time
 from typing import Any, NamedTuple
 
 import msgspec
-from sessionctl.agent import canonicalize, normalize_components, parse_rfc3339_ns
+from sessionctl.agent import (
+    canonicalize,
+    format_rfc3339_ns,
+    normalize_components,
+    parse_rfc3339_ns,
+)
 from sessionctl.document import make_header
 
 from sessiond.index.decode import DecodedSession
@@ -75,30 +79,9 @@ def split_session_path(path: str) -> tuple[str, str]:
     return folder, name.removesuffix(SESSION_SUFFIX)
 
 
-def utc_text(ns: int) -> str | None:
-    """The time as the agent writes it (chrono's RFC 3339, `AutoSi` fraction, `Z`)."""
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    try:
-        t = _dt.datetime.fromtimestamp(seconds, _dt.UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-    if nanos == 0:
-        fraction = ""
-    elif nanos % 1_000_000 == 0:
-        fraction = f".{nanos // 1_000_000:03d}"
-    elif nanos % 1_000 == 0:
-        fraction = f".{nanos // 1_000:06d}"
-    else:
-        fraction = f".{nanos:09d}"
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-        f"{fraction}Z"
-    )
-
-
 def _compact_time(text: str) -> str | int:
     ns = parse_rfc3339_ns(text)
-    return ns if ns is not None and utc_text(ns) == text else text
+    return ns if ns is not None and format_rfc3339_ns(ns) == text else text
 
 
 class SessionRecord(msgspec.Struct, gc=False, eq=False):
@@ -112,8 +95,8 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
     stem: str | None  # the file name without `.json`; None when it is the session id
     session_id: str
     title: str | None
-    created: str | int  # created_at, or its instant in ns when utc_text() gives it back
-    updated: str | None  # updated_at, or None when it is utc_text(updated_ns)
+    created: str | int  # created_at, or its instant in ns when format_rfc3339_ns() gives it back
+    updated: str | None  # updated_at, or None when it is format_rfc3339_ns(updated_ns)
     directory: str | None
     agent: str
     model: str | None
@@ -137,7 +120,9 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
             session_id=doc.id,
             title=doc.title,
             created=_compact_time(doc.created_at),
-            updated=None if utc_text(decoded.updated_ns) == doc.updated_at else doc.updated_at,
+            updated=None
+            if format_rfc3339_ns(decoded.updated_ns) == doc.updated_at
+            else doc.updated_at,
             directory=shared(meta.directory),
             agent=shared(doc.agent) or doc.agent,
             model=shared(meta.model),
@@ -153,11 +138,13 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
     @property
     def created_at(self) -> str:
         created = self.created
-        return created if isinstance(created, str) else utc_text(created) or ""
+        return created if isinstance(created, str) else format_rfc3339_ns(created) or ""
 
     @property
     def updated_at(self) -> str:
-        return self.updated if self.updated is not None else utc_text(self.updated_ns) or ""
+        return (
+            self.updated if self.updated is not None else format_rfc3339_ns(self.updated_ns) or ""
+        )
 
     @property
     def file_stem(self) -> str:
