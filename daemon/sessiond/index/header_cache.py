@@ -13,6 +13,7 @@ from typing import Annotated
 
 import msgspec
 
+from sessiond import memory
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
@@ -169,3 +170,4 @@ class CacheKeeper:
             log_event("header_cache_save_failed", logging.WARNING, error=str(exc))
             return
         self._saved_seq = seq
+        memory.trim()  # the encoding, and the garbage of a build or rescan, are freed by now

@@ -89,11 +89,15 @@ class HeaderLoader:
         decoded = decode_all(paths) if decode_all else [read_and_decode(p) for p in paths]
         return [self._remember(path, loaded) for path, loaded in zip(paths, decoded, strict=True)]
 
-    def without_decoding(self, path: str, known: SessionRecord | None) -> Loaded | None:
+    def without_decoding(
+        self, path: str, known: SessionRecord | None, stat: os.stat_result | OSError | None = None
+    ) -> Loaded | None:
         """What one stat tells about the file at `path` given its indexed record: None when
-        it must be read and decoded."""
+        it must be read and decoded. `stat`: taken already (the file's stat or its error)."""
         try:
-            st = os.stat(path)
+            if isinstance(stat, OSError):
+                raise stat
+            st = os.stat(path) if stat is None else stat
         except FileNotFoundError:
             self._invalid.pop(path, None)
             return Loaded(Outcome.MISSING)

@@ -34,6 +34,7 @@ from sessiond.logs import log_event
 from sessiond.watch.barrier import Barriers, is_cookie, when_all
 from sessiond.watch.folders import FolderSet
 from sessiond.watch.listeners import ChangeListener, Listeners
+from sessiond.watch.listing import listings
 from sessiond.watch.overflow import OverflowTracker
 from sessiond.watch.roots import Discovery, Root, Source, root_key
 from sessiond.watch.watcher import FolderWatcher, FsEvent
@@ -171,7 +172,7 @@ class Indexer:
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         self.ready.set()
-        self._guarded(self._save_cache)
+        self._guarded(self._cache.save)
         while True:
             try:
                 item = self._queue.get(timeout=self._idle_timeout())
@@ -197,13 +198,9 @@ class Indexer:
     def _periodic(self) -> None:
         now = time.monotonic()
         if self._cache.due(now):
-            self._guarded(self._save_cache)
+            self._guarded(self._cache.save)
         if self._reconcile_interval > 0 and now - self._reconciled_at > self._reconcile_interval:
             self._guarded(lambda: self._rescan_all("periodic"))
-
-    def _save_cache(self) -> None:
-        self._cache.save()
-        memory.trim()  # the cache's encoding and a build's or rescan's garbage are freed now
 
     def _idle_timeout(self) -> float:
         due = self._overflows.seconds_until_due(time.monotonic())
@@ -361,19 +358,14 @@ class Indexer:
 
     def _scan_roots(self, folders: list[str], counts: Counts) -> Counts:
         """Reconcile folders with the index: stat every session file, and decode the changed
-        ones together (on every core when there are many)."""
-        # Folder by folder, so what a stat settles is applied at once: a restart with a
-        # persisted cache then holds one folder's paths and stat results at a time, not all.
+        ones together (on every core when there are many). What a stat settles is applied
+        folder by folder, so a restart holds a few folders' stat results at a time, not all."""
         to_decode: list[str] = []
-        for folder in folders:
-            try:
-                names = os.listdir(folder)
-            except OSError:
-                names = []
-            present = {os.path.join(folder, n) for n in names if is_session_file_name(n)}
-            indexed = {r.path: r for r in self.index.records_under(folder)}
-            for path in [*(indexed.keys() - present), *sorted(present)]:
-                loaded = self._loader.without_decoding(path, indexed.get(path))
+        for listing in listings(folders):
+            present = listing.stats
+            indexed = {r.path: r for r in self.index.records_under(listing.folder)}
+            for path in [*(indexed.keys() - present.keys()), *sorted(present)]:
+                loaded = self._loader.without_decoding(path, indexed.get(path), present.get(path))
                 if loaded is None:
                     to_decode.append(path)
                 else:
