@@ -204,9 +204,8 @@ class Server:
         queue: asyncio.Queue[Any],
         ok: bytearray,
     ) -> None:
-        closed = asyncio.ensure_future(
-            _until_eof(reader)
-        )  # the stream runs until the client closes
+        closed = asyncio.ensure_future(_until_eof(reader))  # the stream runs until it closes
+        getter: asyncio.Future[Any] | None = None
         try:
             writer.write(ok)
             await writer.drain()
@@ -214,7 +213,6 @@ class Server:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
                 if closed in done:
-                    getter.cancel()
                     return
                 message = getter.result()
                 if self._hub.is_closed(message):
@@ -222,8 +220,13 @@ class Server:
                 writer.write(encode_line(message))
                 await writer.drain()
         finally:
-            closed.cancel()
+            # Also when this task is cancelled (the daemon stopping) while it waits: a helper
+            # task left pending is destroyed with a warning on stderr, outside the JSON log.
             self._hub.unsubscribe(queue)
+            helpers = [h for h in (closed, getter) if h is not None]
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
 
 
 class _ReadDeadline:
