@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from support.corpus import Corpus, build_corpus
-from support.daemon import DaemonFactory, DaemonProcess
+from support.daemon import DaemonFactory, DaemonProcess, finish_all
 
 # Files in the agent's folders that sessiond may write (interface §8) or that are its own
 # transient `sync` cookies; everything else there belongs to the agent.
@@ -37,21 +37,7 @@ def daemons(base: str) -> Iterator[DaemonFactory]:
         return daemon
 
     yield make
-    finish(made)
-
-
-def finish(made: list[DaemonProcess]) -> None:
-    """Stop each daemon still running (SIGTERM, exit status 0) and check its log."""
-    try:
-        for daemon in made:
-            if daemon.running:
-                assert daemon.stop() == 0, daemon.log_text()
-        for daemon in made:
-            if daemon.proc is not None:
-                assert daemon.unexpected_errors() == [], daemon.log_text()
-    finally:
-        for daemon in made:
-            daemon.cleanup()
+    finish_all(made)
 
 
 def fingerprint(root: str) -> dict[str, tuple[int, int, str]]:
@@ -106,4 +92,4 @@ def shared_daemon(
     try:
         yield daemon.start()
     finally:
-        finish([daemon])
+        finish_all([daemon])

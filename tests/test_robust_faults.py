@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from sessionctl import Client
-from support.daemon import DaemonFactory, DaemonProcess, wait_for
+from support.daemon import DaemonFactory, DaemonProcess, finish_all, wait_for
 from support.robust import (
     Agent,
     PlainUserDaemon,
     assert_every_answer,
-    finish_all,
     modes_apply_to_daemon,
 )
 

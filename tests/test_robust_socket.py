@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.daemon import DaemonFactory, DaemonProcess, wait_for
+from support.daemon import DaemonFactory, DaemonProcess, finish_all, wait_for
 from support.raw_socket import PING, closed
 from support.raw_socket import read_reply as reply
-from support.robust import Agent, OpenFilesDaemon, assert_every_answer, config_args, finish_all
+from support.robust import Agent, OpenFilesDaemon, assert_every_answer, config_args
 
 NOBODY = 65534
 

@@ -232,3 +232,18 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout}s: {what}")
         time.sleep(0.002)
+
+
+def finish_all(made: list[DaemonProcess]) -> None:
+    """As the `daemons` fixture ends: each still running must stop with status 0, and none
+    may have logged an error its test did not expect."""
+    try:
+        for daemon in made:
+            if daemon.running:
+                assert daemon.stop() == 0, daemon.log_text()
+        for daemon in made:
+            if daemon.proc is not None:
+                assert daemon.unexpected_errors() == [], daemon.log_text()
+    finally:
+        for daemon in made:
+            daemon.cleanup()

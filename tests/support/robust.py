@@ -220,18 +220,3 @@ def modes_apply_to_daemon(daemon: DaemonProcess) -> bool:
         caps = {k: v.strip() for k, _, v in (line.partition(":") for line in fh)}
     effective = int(caps["CapEff"], 16)
     return not effective & (1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH)
-
-
-def finish_all(made: list[DaemonProcess]) -> None:
-    """As the `daemons` fixture ends: each still running must stop with status 0, and none
-    may have logged an error its test did not expect."""
-    try:
-        for daemon in made:
-            if daemon.running:
-                assert daemon.stop() == 0, daemon.log_text()
-        for daemon in made:
-            if daemon.proc is not None:
-                assert daemon.unexpected_errors() == [], daemon.log_text()
-    finally:
-        for daemon in made:
-            daemon.cleanup()
