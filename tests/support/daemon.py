@@ -57,6 +57,8 @@ def short_runtime_dir() -> str:
 class DaemonProcess:
     """One `sessiond run` subprocess. `start()` returns once `ping` answers."""
 
+    preexec: Callable[[], None] | None = None  # run in the child just before exec
+
     def __init__(
         self,
         base: str,
@@ -111,6 +113,7 @@ class DaemonProcess:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=self.preexec,
             )
         return self.proc
 

@@ -11,8 +11,7 @@ import datetime as dt
 import os
 import random
 import resource
-import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,28 +161,7 @@ def _drop_permission_bypass() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-class PreexecDaemon(DaemonProcess):
-    """A daemon subprocess with `preexec` run in the child just before exec."""
-
-    preexec: Callable[[], None] | None = None
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        assert self.proc is None, "already started"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                env=self.env,
-                cwd=self.base,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                preexec_fn=self.preexec,
-            )
-        return self.proc
-
-
-class PlainUserDaemon(PreexecDaemon):
+class PlainUserDaemon(DaemonProcess):
     """A daemon for which mode bits count, as they do for every user but root.
 
     As root, `chmod 000` stops nobody: root reads anything. Running the daemon as another uid
@@ -195,7 +173,7 @@ class PlainUserDaemon(PreexecDaemon):
     preexec = staticmethod(_drop_permission_bypass) if os.getuid() == 0 else None
 
 
-class OpenFilesDaemon(PreexecDaemon):
+class OpenFilesDaemon(DaemonProcess):
     """A daemon started under an open-files limit (RLIMIT_NOFILE) of `soft`/`hard`."""
 
     def __init__(self, base: str, soft: int, hard: int, **kwargs: Any) -> None:
