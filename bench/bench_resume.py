@@ -30,14 +30,12 @@ import os
 import platform
 import random
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -47,9 +45,23 @@ for _path in (BENCH_DIR, REPO_ROOT):
         sys.path.insert(0, _path)
 
 import corpus as corpus_mod  # noqa: E402
-from common import log, log_events, percentile, stop_process  # noqa: E402
+from common import log  # noqa: E402
+from harness import (  # noqa: E402
+    Daemon,
+    WatchStream,
+    drop_caches,
+    median_ms,
+    random_uuid,
+    raw_latency,
+    sessionctl_command,
+    start_daemon,
+    status_of,
+    summary,
+    target_bytes,
+    wait_idle,
+)
+from report import WINDOW, report  # noqa: E402
 from sessionctl import Client  # noqa: E402
-from sessionctl.client import DaemonUnreachable  # noqa: E402
 from sessionctl.scan import scan_resume  # noqa: E402
 
 from tests.support.agent_sim import (  # noqa: E402
@@ -60,176 +72,7 @@ from tests.support.agent_sim import (  # noqa: E402
     new_session,
 )
 
-READY_DEADLINE_S = 600.0
 EVENT_DEADLINE_S = 5.0
-WINDOW = 1000
-
-
-# --- small helpers ---------------------------------------------------------------------------
-
-
-def summary(values_s: Sequence[float]) -> dict[str, Any]:
-    """p50/p90/p99/max/mean of durations given in seconds, reported in microseconds."""
-    us = [v * 1e6 for v in values_s]
-    return {
-        "n": len(us),
-        "p50_us": round(percentile(us, 50), 1),
-        "p90_us": round(percentile(us, 90), 1),
-        "p99_us": round(percentile(us, 99), 1),
-        "max_us": round(max(us), 1) if us else None,
-        "mean_us": round(statistics.fmean(us), 1) if us else None,
-    }
-
-
-def median_ms(values_s: Sequence[float]) -> float | None:
-    return round(statistics.median(values_s) * 1000, 2) if values_s else None
-
-
-def raw_latency(
-    sock_path: str, lines: Sequence[bytes], decode: Callable[[bytes], Any] | None = None
-) -> dict[str, Any]:
-    """The daemon's share: pre-encoded requests, each reply read up to its newline, and
-    decoded with `decode` if given (else unparsed)."""
-    times: list[float] = []
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(sock_path)
-        buf = bytearray()
-        clock = time.perf_counter
-        for line in lines:
-            t0 = clock()
-            sock.sendall(line)
-            start = 0
-            while (end := buf.find(b"\n", start)) < 0:
-                start = len(buf)
-                chunk = sock.recv(1 << 20)
-                if not chunk:
-                    raise RuntimeError("the daemon closed the connection")
-                buf += chunk
-            if decode is not None:
-                decode(memoryview(buf)[:end])
-            times.append(clock() - t0)
-            if not buf.startswith(b'{"ok":true'):
-                raise RuntimeError(f"the daemon answered {bytes(buf[:200])!r}")
-            del buf[: end + 1]
-    return summary(times)
-
-
-def drop_caches() -> bool:
-    """Empty the page cache (root only); false when not allowed."""
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as fh:
-            fh.write("3\n")
-        return True
-    except OSError:
-        return False
-
-
-def sessionctl_command() -> list[str]:
-    script = os.path.join(os.path.dirname(sys.executable), "sessionctl")
-    return [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "sessionctl"]
-
-
-# --- the daemon as a subprocess --------------------------------------------------------------
-
-
-@dataclass
-class Daemon:
-    """A `sessiond run` subprocess and where it keeps its things."""
-
-    proc: subprocess.Popen[bytes]
-    socket: str
-    log_path: str
-    started: float
-    ready_s: float = 0.0
-    ready_event: dict[str, Any] = field(default_factory=dict)
-
-    def log_events(self, name: str) -> list[dict[str, Any]]:
-        return log_events(self.log_path, name)
-
-    def log_tail(self, lines: int = 30) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-            return "".join(fh.readlines()[-lines:])
-
-    def stop(self, timeout: float = 60.0) -> float:
-        return stop_process(self.proc, timeout)
-
-
-def start_daemon(
-    work: str,
-    tag: str,
-    env: dict[str, str],
-    state_dir: str,
-    sessions_dirs: Sequence[str],
-    discover: bool,
-) -> Daemon:
-    """Start `sessiond run` and wait until `ping` answers (it answers only once ready)."""
-    sock = os.path.join(work, f"{tag}.sock")
-    log_path = os.path.join(work, f"{tag}.log")
-    cmd = [sys.executable, "-m", "sessiond", "run", "--socket", sock, "--state-dir", state_dir]
-    cmd += ["--log-format", "json"]
-    if not discover:
-        cmd.append("--no-discover")
-    for folder in sessions_dirs:
-        cmd += ["--sessions-dir", folder]
-    log_fh = open(log_path, "wb")  # noqa: SIM115 - the child owns it from here
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=log_fh
-    )
-    log_fh.close()
-    daemon = Daemon(proc, sock, log_path, started)
-    deadline = time.monotonic() + READY_DEADLINE_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sessiond exited with {proc.returncode}:\n{daemon.log_tail()}")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            daemon.stop()
-            raise RuntimeError(f"sessiond not ready in {READY_DEADLINE_S}s:\n{daemon.log_tail()}")
-        try:
-            with Client(socket=sock, timeout=remaining, connect_timeout=0.05) as client:
-                client.ping()  # blocks until the index is built
-            break
-        except DaemonUnreachable:
-            time.sleep(0.002)  # socket not bound yet
-    daemon.ready_s = time.perf_counter() - started
-    ready = daemon.log_events("ready")
-    daemon.ready_event = ready[-1] if ready else {}
-    return daemon
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_idle(
-    pid: int, window_s: float = 0.5, busy_share: float = 0.05, deadline_s: float = 120.0
-) -> float:
-    """Wait until the process used less than `busy_share` of a CPU over `window_s` (it may
-    still be persisting its cache or the like after ready); returns the seconds waited."""
-    started = time.monotonic()
-    samples = [(started, cpu_seconds(pid))]
-    while time.monotonic() - started < deadline_s:
-        time.sleep(0.05)
-        now = time.monotonic()
-        samples.append((now, cpu_seconds(pid)))
-        old = [x for x in samples if now - x[0] >= window_s]
-        if old:
-            t0, c0 = old[-1]
-            if (samples[-1][1] - c0) / (now - t0) < busy_share:
-                return t0 - started  # when the quiet window began
-    return time.monotonic() - started
-
-
-def status_of(sock: str) -> dict[str, Any]:
-    with Client(socket=sock, timeout=30) as client:
-        return client.status()
-
-
-# --- the run ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -581,263 +424,6 @@ class Bench:
                 time.sleep(rng.uniform(0.005, 0.02))
         out["resume_poll"] = summary(latencies) | {"missed": missed, "poll_interval_us": 200}
         log(f"rename->resume: p50 {out['resume_poll']['p50_us']} us")
-
-
-class WatchStream:
-    """A `watch` subscription read in the calling thread, each line stamped on arrival."""
-
-    def __init__(self, sock_path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(sock_path)
-        self.sock.sendall(b'{"op":"watch"}\n')
-        self.buf = b""
-        first = self._line(10.0)
-        if first is None or not json.loads(first[1]).get("ok"):
-            raise RuntimeError(f"watch refused: {first!r}")
-
-    def __enter__(self) -> WatchStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def _line(self, timeout: float) -> tuple[int, bytes] | None:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except TimeoutError:
-                return None
-            if not chunk:
-                raise RuntimeError("the watch stream ended")
-            self.buf += chunk
-        at = time.monotonic_ns()
-        line, _, self.buf = self.buf.partition(b"\n")
-        return at, line
-
-    def wait_saved(self, session_id: str, mtime_ns: int, timeout: float) -> int | None:
-        """Arrival time (monotonic ns) of the `session_saved` event for this file version."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            got = self._line(remaining)
-            if got is None:
-                return None
-            event = json.loads(got[1])
-            if (
-                event.get("event") == "session_saved"
-                and event.get("session_id") == session_id
-                and event.get("mtime_ns") == mtime_ns
-            ):
-                return got[0]
-        return None
-
-
-def random_uuid(rng: random.Random) -> str:
-    import uuid
-
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def target_bytes(sessions: Sequence[dict[str, Any]]) -> int:
-    return int(statistics.median(len(compact(s)) for s in sessions))
-
-
-# --- the report ------------------------------------------------------------------------------
-
-
-def _us(entry: dict[str, Any] | None, key: str) -> str:
-    if not entry or entry.get(key) is None:
-        return "-"
-    value = entry[key]
-    return f"{value:.0f} us" if value < 10_000 else f"{value / 1000:.1f} ms"
-
-
-def _ms(value: float | None) -> str:
-    return (
-        "n/a" if value is None else f"{value:.1f} ms" if value < 10_000 else f"{value / 1000:.2f} s"
-    )
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    if not a or not b:
-        return "-"
-    return f"{a / b:,.0f}x" if a / b >= 10 else f"{a / b:.1f}x"
-
-
-def report(results: dict[str, Any]) -> str:
-    rows: list[tuple[str, str]] = []
-
-    def add(label: str = "", value: str = "") -> None:
-        if label or (rows and rows[-1][0]):  # no two blank lines in a row
-            rows.append((label, value))
-
-    c = results["corpus"]
-    add(
-        "corpus",
-        f"{c['sessions']:,} sessions in {c['workspaces']} workspaces (+1 big), "
-        f"{c['bytes'] / 2**30:.2f} GiB; size p50 {c['size_p50'] / 1024:.0f} KiB, "
-        f"p99 {c['size_p99'] / 2**20:.1f} MiB, max {c['size_max'] / 2**20:.1f} MiB",
-    )
-    add()
-    r = results.get("resume", {})
-    plain, window, raw = r.get("plain"), r.get("window"), r.get("raw_socket")
-    if plain and window and raw:
-        add(
-            "resume, persistent Client",
-            f"p50 {_us(plain, 'p50_us')}  p99 {_us(plain, 'p99_us')}  "
-            f"max {_us(plain, 'max_us')}  (n={plain['n']})",
-        )
-        add("resume, raw socket (reply not parsed)", _p50_p99(raw))
-        add(f"resume window={WINDOW}, Client", f"{_p50_p99(window)}  (n={window['n']})")
-    big = results.get("big_window")
-    if big:
-        d, raw_big = big["daemon"], big["daemon_raw_socket"]
-        size = f"{big['file_bytes'] / 2**20:.1f} MiB"
-        add(f"big session ({size}) window={WINDOW}, Client", _p50_p99(d))
-        add("  same, raw socket (reply not parsed)", _p50_p99(raw_big))
-        raw_decoded = big.get("daemon_raw_socket_msgspec")
-        if raw_decoded:
-            add("  same, raw socket + msgspec decode of the reply", _p50_p99(raw_decoded))
-        add(
-            "  read + decode the file",
-            f"msgspec {_ms(big['read_msgspec_decode_ms'])}, json.loads "
-            f"{_ms(big['read_json_loads_ms'])}; scan_resume(window) "
-            f"{_ms(big['scan_resume_window_ms'])}",
-        )
-        # Same decoder on both sides: what a reader saves is decoding the rest of the file.
-        add(
-            "  file / daemon, json.loads vs Client (json)",
-            _ratio(big["read_json_loads_ms"], d["p50_us"] / 1000),
-        )
-        if raw_decoded:
-            add(
-                "  file / daemon, msgspec vs raw + msgspec",
-                _ratio(big["read_msgspec_decode_ms"], raw_decoded["p50_us"] / 1000),
-            )
-        add(
-            "  msgspec decode of the file / Client, raw",
-            f"{_ratio(big['read_msgspec_decode_ms'], d['p50_us'] / 1000)} / "
-            f"{_ratio(big['read_msgspec_decode_ms'], raw_big['p50_us'] / 1000)}",
-        )
-    add()
-    p = results.get("process", {})
-    for mode, label in (
-        ("daemon", "sessionctl resume (daemon)"),
-        ("scan_registry", "sessionctl resume (fallback, all folders)"),
-        ("scan_local", "sessionctl resume (fallback, own folder)"),
-    ):
-        e = p.get(mode)
-        if e:
-            add(
-                label,
-                f"warm {_ms(e['warm_ms'])}  cold {_ms(e.get('cold_ms'))}  [source={e['source']}, "
-                f"median of {e.get('warm_runs')} / {e.get('cold_runs', 0)} runs]",
-            )
-    if p.get("daemon") and p.get("scan_registry"):
-        scan, daemon = p["scan_registry"], p["daemon"]
-        add(
-            "  fallback (all folders) / daemon, warm / cold",
-            f"{_ratio(scan['warm_ms'], daemon['warm_ms'])} / "
-            f"{_ratio(scan.get('cold_ms'), daemon.get('cold_ms'))}",
-        )
-    if results.get("interpreter_start_ms") is not None:
-        add(
-            "  for scale: python -c pass / import sessionctl.cli",
-            " / ".join(map(_ms, results["interpreter_start_ms"])),
-        )
-    s = results.get("scan_resume", {})
-    for scope, label in (
-        ("registry", "scan_resume in-process (all folders)"),
-        ("local", "scan_resume in-process (own folder)"),
-    ):
-        e = s.get(scope)
-        if e:
-            add(label, f"warm {_ms(e['warm_ms'])}  cold {_ms(e.get('cold_ms'))}")
-    for scope in ("registry", "local"):
-        e = s.get(scope)
-        if plain and e:
-            add(
-                f"  scan_resume ({'all folders' if scope == 'registry' else 'own folder'}) / "
-                "resume p50, warm / cold",
-                f"{_ratio(e['warm_ms'], plain['p50_us'] / 1000)} / "
-                f"{_ratio(e.get('cold_ms'), plain['p50_us'] / 1000)}",
-            )
-    add()
-    rv = results.get("rename_to_visible", {})
-    if rv:
-        w, q = rv["watch"], rv["resume_poll"]
-        add(
-            "rename -> watch event",
-            f"{_p50_p99(w)}  max {_us(w, 'max_us')}  (n={w['n']}, missed {w['missed']}, "
-            f"over 100 ms: {w['over_100ms']}, "
-            f"~{w['file_bytes'] // 1024} KiB files)",
-        )
-        add(
-            "rename -> resume returns it",
-            f"{_p50_p99(q)}  max {_us(q, 'max_us')}  (n={q['n']}, missed {q['missed']}, "
-            "polled every 200 us)",
-        )
-    add()
-    add()
-    for tag, label in (
-        ("first-cold", "start to ready, empty state, cold page cache"),
-        ("first-warm", "start to ready, empty state, warm page cache"),
-        ("restart-cold", "start to ready, restart, cold page cache"),
-        ("restart-warm", "start to ready, restart, warm page cache"),
-    ):
-        e = results.get("start", {}).get(tag)
-        if e:
-            wanted_cold = tag.endswith("cold")
-            note = " (page cache NOT dropped)" if wanted_cold and not e["cold_page_cache"] else ""
-            add(
-                label,
-                f"{e['ready_s']:.2f} s (daemon's ready event: {e['daemon_ready_ms']} ms), "
-                f"RSS {e['rss_bytes'] / 2**20:.1f} MiB; busy after ready "
-                f"{e['busy_after_ready_s']:.1f} s, then RSS {e['rss_settled_bytes'] / 2**20:.1f} "
-                f"MiB{note}",
-            )
-    m = results.get("memory", {})
-    if m:
-        add(
-            "RSS after the run / empty daemon",
-            f"{m['rss_after_bytes'] / 2**20:.1f} MiB / {m['rss_empty_bytes'] / 2**20:.1f} MiB",
-        )
-        for key, when in (("per_session_bytes", "first start"),
-                          ("per_session_restart_bytes", "restart")):  # fmt: skip
-            if key in m:
-                add(
-                    f"RSS per indexed session, {when} (settled - empty)",
-                    f"{m[key]:.0f} B  (x10,000 = {m[key] * 10_000 / 2**20:.1f} MiB)",
-                )
-    if "stop_s" in results:
-        add("stop (SIGTERM to exit)", f"{results['stop_s']:.2f} s")
-    check = results.get("correctness", {})
-    if check:
-        add(
-            "answers checked",
-            f"{check['workspaces']} workspaces, daemon wrong: {len(check['wrong'])}; "
-            f"wrong in timed runs: {check['timed_wrong']}",
-        )
-    width = max(len(k) for k, _ in rows)
-    load = results.get("load_average_before")
-    lines = [
-        f"sessiond benchmark  {results['when']}  {results['machine']}; load average "
-        f"before {load}, after {results.get('load_average_after')}",
-        "",
-    ]
-    lines += [f"{k.ljust(width)}  {v}" if k else "" for k, v in rows]
-    return "\n".join(lines)
-
-
-def _p50_p99(entry: dict[str, Any]) -> str:
-    return f"p50 {_us(entry, 'p50_us')}  p99 {_us(entry, 'p99_us')}"
-
-
-# --- main ------------------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
