@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from sessionctl.regular import read_regular
+
 T = TypeVar("T")
 
 AGENT_DIR_NAME = ".codetether-agent"
@@ -25,6 +27,8 @@ WORKSPACE_INDEX_NAME = ".workspace_index.json"
 LISTING_CACHE_NAME = ".listing_cache.json"
 _NOT_SESSIONS = frozenset({WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME})
 MAX_SESSION_ID_BYTES = 128
+MAX_SESSION_FILE_BYTES = 512 * 1024 * 1024
+"""The agent refuses to load larger files (`MAX_SESSION_FILE_BYTES`), so they are no sessions."""
 
 
 # --- which files are sessions -------------------------------------------------------------
@@ -153,6 +157,18 @@ def pointer_target_dir(content: bytes) -> str | None:
     return os.path.dirname(os.path.normpath(target))
 
 
+MAX_POINTER_BYTES = 64 * 1024  # a path, not a file: the agent writes a few hundred bytes
+
+
+def read_pointer(path: str) -> bytes | None:
+    """A registry pointer's bytes, or None when there is none to read: a FIFO, a device or an
+    oversized file at its name is no pointer (and must not block the reader)."""
+    try:
+        return read_regular(path, MAX_POINTER_BYTES)[1]
+    except OSError:
+        return None
+
+
 def read_registry(registry: str) -> list[str]:
     """Every sessions folder named by the pointers in `registry` (deduplicated, sorted)."""
     dirs: set[str] = set()
@@ -163,11 +179,8 @@ def read_registry(registry: str) -> list[str]:
     for name in names:
         if not name.endswith(POINTER_SUFFIX):
             continue
-        try:
-            with open(os.path.join(registry, name), "rb") as fh:
-                target = pointer_target_dir(fh.read(64 * 1024))
-        except OSError:
-            continue
+        content = read_pointer(os.path.join(registry, name))
+        target = pointer_target_dir(content) if content is not None else None
         if target:
             dirs.add(target)
     return sorted(dirs)

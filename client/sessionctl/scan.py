@@ -21,6 +21,7 @@ from typing import Any
 
 from sessionctl import agent
 from sessionctl.document import InvalidSession, header_of, validate_document, windowed_session
+from sessionctl.regular import read_regular
 
 MAX_PREFILTER_BYTES = 64 << 20
 """The agent's mmap cap: a bigger file never passes the prefilter (format §2.8)."""
@@ -128,8 +129,7 @@ def load_session(path: str) -> Loaded | None:
     if st is None:
         return None
     try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
+        text = read_regular(path, agent.MAX_SESSION_FILE_BYTES)[1].decode("utf-8")
         doc = json.loads(text, parse_constant=_reject_constant)
         validate_document(doc)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, InvalidSession):
@@ -261,11 +261,10 @@ def _pointer_target(registry: str | None, session_id: str) -> str | None:
     """The file a registry pointer names, when it is an absolute existing `<id>.json`."""
     if not registry:
         return None
-    try:
-        with open(os.path.join(registry, session_id + agent.POINTER_SUFFIX), "rb") as fh:
-            target = fh.read(64 * 1024).decode("utf-8", "replace").strip()
-    except OSError:
+    content = agent.read_pointer(os.path.join(registry, session_id + agent.POINTER_SUFFIX))
+    if content is None:
         return None
+    target = content.decode("utf-8", "replace").strip()
     if not os.path.isabs(target) or os.path.basename(target) != f"{session_id}.json":
         return None
     folder = os.path.realpath(os.path.dirname(target))

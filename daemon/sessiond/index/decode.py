@@ -8,15 +8,25 @@ standard-library decoder); tests/test_document_rules.py holds the two to the sam
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sessionctl.agent import DEFAULT_SUMMARY_INDEX, cut_tail, parse_rfc3339_ns
+from sessionctl.agent import (
+    DEFAULT_SUMMARY_INDEX,
+    MAX_SESSION_FILE_BYTES,
+    cut_tail,
+    parse_rfc3339_ns,
+)
 from sessionctl.document import message_page
 
-MAX_SESSION_FILE_BYTES = 512 * 1024 * 1024
-"""The agent refuses to load larger files (`MAX_SESSION_FILE_BYTES`), so they are no sessions."""
+SLICES_BUDGET_BYTES = 64 << 20
+"""A header is decoded with one slice per array element (fast) while that costs at most this
+much or four times the file (~56 bytes a slice, counted from the file's commas, an upper
+bound on its elements); beyond, the elements are counted by `count_elements`, slower but in
+about one more copy of the file. So a header never costs more than ~5 times its file."""
+_SLICE_COST = 56
 
 
 class InvalidSession(ValueError):
@@ -45,6 +55,59 @@ class _SessionFile(msgspec.Struct, kw_only=True):
     usage: msgspec.Raw
 
 
+class _SessionHeaderFile(msgspec.Struct, kw_only=True):
+    """The same fields for the index, with the arrays as one raw slice each: a header needs
+    their lengths only, and a list of slices costs ~56 bytes an element, 20 times the file
+    for millions of tiny messages (`count_elements` counts them in a few copies of the bytes)."""
+
+    id: str
+    title: str | None = None
+    created_at: str
+    updated_at: str
+    metadata: msgspec.Raw
+    agent: str
+    messages: msgspec.Raw
+    pages: msgspec.Raw = msgspec.Raw(b"")
+    summary_index: msgspec.Raw = msgspec.Raw(b"")
+    tool_uses: msgspec.Raw
+    usage: msgspec.Raw
+
+
+# Tokens of a JSON array for counting its elements: a whole string; a run of characters and
+# flat containers holding no string and no comma (`{}`, `[1]`), whose commas are all at the
+# run's own depth; or one bracket.
+_TOKEN = re.compile(
+    rb'"[^"\\]*(?:\\.[^"\\]*)*+"'
+    rb'|((?:[^"\[\]{}]++|\{[^"\[\]{},]*+\}|\[[^"\[\]{},]*+\])++)'  # possessive: no backtracking
+    rb"|([\[{])|[\]}]",
+    re.DOTALL,
+)
+_EMPTY_ARRAY = re.compile(rb"\[\s*\]\Z")
+
+
+def count_elements(array: bytes | memoryview) -> int:
+    """The number of elements of a JSON array given as valid JSON bytes, counting the commas
+    at its top level token by token: no object is kept per element, so millions of tiny
+    elements cost time, not memory."""
+    data = bytes(array) if isinstance(array, memoryview) else array
+    if data[:1] != b"[":  # a raw slice starts at its value: no blank before it
+        raise InvalidSession("expected an array")
+    if _EMPTY_ARRAY.match(data):
+        return 0
+    depth = 0
+    commas = 0
+    for match in _TOKEN.finditer(data):
+        kind = match.lastindex  # 1: a run, 2: an opening bracket, None: a string or a closing one
+        if kind == 2:
+            depth += 1
+        elif kind == 1:
+            if depth == 1:  # the run's commas are the array's own
+                commas += data.count(b",", match.start(), match.end())
+        elif data[match.start()] != 0x22:
+            depth -= 1
+    return commas + 1
+
+
 class _Part(msgspec.Struct):
     type: Any = None
 
@@ -55,6 +118,7 @@ class _MessageShape(msgspec.Struct):
 
 
 _file_decoder = msgspec.json.Decoder(_SessionFile)
+_header_decoder = msgspec.json.Decoder(_SessionHeaderFile)
 _metadata_decoder = msgspec.json.Decoder(_Metadata)
 _shape_decoder = msgspec.json.Decoder(_MessageShape)
 
@@ -63,21 +127,31 @@ _shape_decoder = msgspec.json.Decoder(_MessageShape)
 class DecodedSession:
     """A valid session file, its metadata decoded and its arrays as raw slices."""
 
-    doc: _SessionFile
+    doc: _SessionFile | _SessionHeaderFile
     meta: _Metadata
     updated_ns: int
+    message_count: int
+    tool_use_count: int
 
     @property
     def session_id(self) -> str:
         return self.doc.id
 
 
-def decode_session(data: bytes | memoryview) -> DecodedSession:
-    """Decode and validate a session file's bytes, or raise InvalidSession saying why."""
+def decode_session(data: bytes | memoryview, header_only: bool = False) -> DecodedSession:
+    """Decode and validate a session file's bytes, or raise InvalidSession saying why.
+    `header_only`: what the index keeps, in memory bounded by a few times the file's size;
+    otherwise the arrays too, as slices, for a window to be cut."""
     if len(data) > MAX_SESSION_FILE_BYTES:
         raise InvalidSession("larger than the agent's 512 MiB load limit")
+    doc: _SessionFile | _SessionHeaderFile
     try:
-        doc = _file_decoder.decode(data)
+        if header_only and _slices_would_cost(data) > max(SLICES_BUDGET_BYTES, 4 * len(data)):
+            doc = _header_decoder.decode(data)
+            counts = _array_lengths(doc)
+        else:
+            doc = _file_decoder.decode(data)
+            counts = len(doc.messages), len(doc.tool_uses)
         meta = _metadata_decoder.decode(doc.metadata)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidSession(str(exc)) from None
@@ -90,7 +164,24 @@ def decode_session(data: bytes | memoryview) -> DecodedSession:
         raise InvalidSession("updated_at must be an RFC 3339 time")
     if not bytes(doc.usage)[:1] == b"{":
         raise InvalidSession("usage must be an object")
-    return DecodedSession(doc=doc, meta=meta, updated_ns=updated_ns)
+    return DecodedSession(doc, meta, updated_ns, *counts)
+
+
+def _slices_would_cost(data: bytes | memoryview) -> int:
+    commas = data.count(b",") if isinstance(data, bytes) else bytes(data).count(b",")
+    return (commas + 1) * _SLICE_COST
+
+
+def _array_lengths(doc: _SessionHeaderFile) -> tuple[int, int]:
+    """The lengths of `messages` and `tool_uses`, checked as `_SessionFile` checks them (arrays;
+    `pages` an array or null)."""
+    pages = memoryview(doc.pages)[:1].tobytes()
+    if pages not in (b"", b"[", b"n"):
+        raise InvalidSession("pages must be an array or null")
+    try:
+        return count_elements(bytes(doc.messages)), count_elements(bytes(doc.tool_uses))
+    except InvalidSession as exc:
+        raise InvalidSession(f"messages and tool_uses: {exc}") from None
 
 
 def _page_of(raw: msgspec.Raw) -> str:

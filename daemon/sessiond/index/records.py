@@ -131,8 +131,8 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
             size=version.size,
             mtime_ns=version.mtime_ns,
             updated_ns=decoded.updated_ns,
-            message_count=len(doc.messages),
-            tool_use_count=len(doc.tool_uses),
+            message_count=decoded.message_count,
+            tool_use_count=decoded.tool_use_count,
         )
 
     @property

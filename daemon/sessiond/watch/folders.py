@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from sessionctl.agent import POINTER_SUFFIX, pointer_target_dir
+from sessionctl.agent import POINTER_SUFFIX, pointer_target_dir, read_pointer
 
 from sessiond.logs import log_event
 from sessiond.watch.roots import Discovery, Root, Source, root_key
@@ -154,8 +154,5 @@ class FolderSet:
     def _pointer_target(self, name: str) -> str | None:
         if not name.endswith(POINTER_SUFFIX) or self.registry is None:
             return None
-        try:
-            with open(os.path.join(self.registry, name), "rb") as fh:
-                return pointer_target_dir(fh.read(64 * 1024))
-        except OSError:
-            return None
+        content = read_pointer(os.path.join(self.registry, name))
+        return pointer_target_dir(content) if content is not None else None
