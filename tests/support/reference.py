@@ -78,8 +78,8 @@ def registered_folders(env: Mapping[str, str]) -> list[str]:
         return []
     folders = []
     for name in sorted(os.listdir(registry)):
-        if not name.endswith(".path"):
-            continue
+        if not name.endswith(".path") or not os.path.isfile(os.path.join(registry, name)):
+            continue  # a FIFO or a device is no pointer (and would block this read)
         with open(os.path.join(registry, name), encoding="utf-8") as fh:
             target = fh.read().strip()
         if target.startswith("/") and target.endswith(".json"):
@@ -189,11 +189,15 @@ def is_loadable(doc: Any) -> bool:
     )
 
 
+MAX_SESSION_FILE_BYTES = 512 << 20
+"""`Session::load` refuses larger files (format §2.8)."""
+
+
 def load(path: str) -> SessionFile | None:
     """One session file, or None when the agent could not load it."""
     try:
         st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SESSION_FILE_BYTES:
             return None
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh, parse_constant=_refuse_constant)
