@@ -149,9 +149,7 @@ def test_device_symlink_and_huge_sparse_file_cost_nothing(
         check(agent, client)
 
 
-def test_millions_of_tiny_messages_cost_little_memory(
-    agent: Agent, daemons: DaemonFactory
-) -> None:
+def test_millions_of_tiny_messages_cost_little_memory(agent: Agent, daemons: DaemonFactory) -> None:
     alpha = agent.workspaces[0]
     doc = agent.new(alpha, 0)
     tiny = 2_000_000
