@@ -34,6 +34,17 @@ MAX_SESSION_FILE_BYTES = 512 * 1024 * 1024
 # --- which files are sessions -------------------------------------------------------------
 
 
+def is_utf8_name(name: str) -> bool:
+    """Whether a file name (as os.listdir gives it) is valid UTF-8. The agent loads a session
+    whose name is not, but no JSON answer can carry such a name faithfully, so sessiond and
+    the fallback skip those files (the daemon logs `session_name_undecodable`)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_session_file_name(name: str) -> bool:
     """The agent's listing rule: extension `json`, minus its two sidecar indexes and checkpoints.
 

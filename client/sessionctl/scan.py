@@ -108,6 +108,8 @@ def list_candidates(folders: Iterable[str]) -> list[Candidate]:
             if not agent.is_session_file_name(name):
                 continue
             path = os.path.join(folder, name)
+            if not agent.is_utf8_name(path):
+                continue  # no answer could carry its name (sessiond skips it too)
             st = _stat_regular(path)
             if st is not None:
                 found.append(Candidate(path, name, st.st_mtime_ns))

@@ -116,11 +116,22 @@ class Daemon:
         systemd.notify("STOPPING=1\nSTATUS=stopping")
         heartbeat.cancel()
         watchdog.cancel()
-        await server.close()
-        await asyncio.to_thread(uploads.stop)  # in flight finished, pending tried, rest kept
-        await asyncio.to_thread(self.indexer.stop)
-        await asyncio.to_thread(self.agent_files.stop)  # writes what is still pending
-        self._remove_socket_file()
+        # Each step is tried whatever the one before did: a stop always completes, saves
+        # what it can and removes the socket file.
+        try:
+            for step in (
+                server.close,
+                lambda: asyncio.to_thread(uploads.stop),  # in flight finished, rest kept
+                lambda: asyncio.to_thread(self.indexer.stop),
+                lambda: asyncio.to_thread(self.agent_files.stop),  # writes what is pending
+            ):
+                try:
+                    await step()
+                except Exception:
+                    self._exit_code = 1
+                    log_event("stop_step_failed", logging.ERROR, exc_info=True)
+        finally:
+            self._remove_socket_file()
         log_event("stop", uptime_s=round(time.monotonic() - started, 1), code=self._exit_code)
         return self._exit_code
 

@@ -208,12 +208,21 @@ def load(path: str) -> SessionFile | None:
     return SessionFile(path, os.path.basename(path), doc, st.st_size, st.st_mtime_ns)
 
 
+def _is_utf8(path: str) -> bool:
+    """sessiond skips a file whose name is not UTF-8: no JSON answer could carry it."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def sessions_in(folders: Iterable[str]) -> list[SessionFile]:
     found = []
     for folder in folders:
         folder = os.path.realpath(folder)
         for name in sorted(os.listdir(folder)):
-            if is_session_name(name):
+            if is_session_name(name) and _is_utf8(os.path.join(folder, name)):
                 loaded = load(os.path.join(folder, name))
                 if loaded is not None:
                     found.append(loaded)

@@ -169,5 +169,8 @@ class CacheKeeper:
         except OSError as exc:
             log_event("header_cache_save_failed", logging.WARNING, error=str(exc))
             return
+        except Exception as exc:  # a record it cannot encode: a bug, but the stop goes on
+            log_event("header_cache_save_failed", logging.ERROR, error=repr(exc)[:200])
+            return
         self._saved_seq = seq
         memory.trim()  # the encoding, and the garbage of a build or rescan, are freed by now

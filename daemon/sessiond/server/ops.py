@@ -34,6 +34,7 @@ class UploadStatus:
     def status(self) -> Fields:
         return {
             "enabled": False,
+            "state": "off",
             "pending": 0,
             "in_flight": 0,
             "uploaded": 0,

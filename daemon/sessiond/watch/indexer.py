@@ -22,6 +22,7 @@ from sessionctl.agent import (
     POINTER_SUFFIX,
     WORKSPACE_INDEX_NAME,
     is_session_file_name,
+    is_utf8_name,
 )
 
 from sessiond import memory
@@ -34,7 +35,7 @@ from sessiond.logs import log_event
 from sessiond.watch.barrier import Barriers, is_cookie, when_all
 from sessiond.watch.folders import FolderSet
 from sessiond.watch.listeners import ChangeListener, Listeners
-from sessiond.watch.listing import listings
+from sessiond.watch.listing import listings, undecodable
 from sessiond.watch.overflow import OverflowTracker
 from sessiond.watch.roots import Discovery, Root, Source, root_key
 from sessiond.watch.watcher import FolderWatcher, FsEvent
@@ -323,6 +324,9 @@ class Indexer:
                 elif os.path.basename(item.path) in (WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME):
                     self._tell.agent_file(item.path)
                 elif is_session_file_name(os.path.basename(item.path)):
+                    if not is_utf8_name(item.path):
+                        undecodable(item.path)
+                        continue
                     changed[item.path] = None
                     if item.kind == "attrib":
                         reread.add(item.path)
