@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import stat
 from typing import Any
 
@@ -179,3 +180,23 @@ def peak_rss(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
+
+
+def test_a_stuck_indexer_is_unhealthy_though_its_thread_lives(
+    agent: Agent, daemons: DaemonFactory
+) -> None:
+    # Liveness is not health: the test-only fault gives the indexer a step that blocks (as an
+    # open() of a FIFO did) with its thread alive. Without a systemd watchdog, sessiond must
+    # see that no step finished for the stall limit and exit 1 for a restart.
+    daemon = daemons(env={"SESSIOND_TEST_FAULTS": "indexer_stalls"})
+    daemon.allowed_errors.add("unhealthy")
+    daemon.start()
+    with daemon.client() as client:
+        check(agent, client)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGUSR2)
+    assert daemon.proc.wait(timeout=60) == 1
+    daemon.returncode = 1
+    unhealthy = daemon.events_named("unhealthy")
+    assert unhealthy and unhealthy[0]["stalled_s"] >= 2
+    assert not os.path.exists(daemon.socket_path)  # the stop completed all the same

@@ -93,7 +93,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         self.agent_files.start()
         self.indexer.start()
-        install_test_faults(loop, self.env)
+        install_test_faults(loop, self.env, self.indexer)
         status = StatusText(self.index, ready.is_set)
         watchdog = asyncio.create_task(Heartbeat(self.indexer, status, self._died, self.env).run())
         while not (self.indexer.ready.is_set() or self._stop.is_set()):
