@@ -20,9 +20,10 @@ from sessionctl.protocol import DEFAULT_WAIT_TIMEOUT_S, ErrorCode, ProtocolError
 
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
-from sessiond.index.tails import TailCache, TailUnavailable
+from sessiond.index.tails import Tail, TailCache, TailUnavailable
 from sessiond.watch.indexer import Indexer
 
+REREAD_ATTEMPTS = 3  # a windowed read that finds the file rewritten under it resolves again
 WORKSPACE_RECHECK_S = 2.0  # how long "this workspace has no sessions folder" is believed
 CANONICAL_TTL_S = 1.0  # how long a workspace's resolved path is reused (a request with sync: 0)
 Fields = dict[str, Any]
@@ -73,18 +74,28 @@ class Ops:
         await self._serve_workspace(workspace, fresh=args["sync"])
         if args["sync"]:
             await self._barrier(None)
-        record = self.index.resume(workspace)
-        if record is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session for workspace {workspace}")
-        return await self._answer(record, args["window"])
+        def resolve() -> SessionRecord:
+            record = self.index.resume(workspace)
+            if record is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session for workspace {workspace}")
+            return record
+
+        return await self._answer(
+            resolve, lambda fresh: workspace in fresh.workspaces, args["window"]
+        )
 
     async def op_get(self, args: Fields) -> Fields:
         if args["sync"]:
             await self._barrier(None)
-        record = self.index.get(args["id"])
-        if record is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {args['id']}")
-        return await self._answer(record, args["window"])
+        def resolve() -> SessionRecord:
+            record = self.index.get(args["id"])
+            if record is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {args['id']}")
+            return record
+
+        return await self._answer(
+            resolve, lambda fresh: fresh.session_id == args["id"], args["window"]
+        )
 
     async def op_list(self, args: Fields) -> Fields:
         workspace = args["workspace"]
@@ -185,18 +196,36 @@ class Ops:
         if not self.indexer.is_root(os.path.realpath(folder)) and os.path.isdir(folder):
             await asyncio.wrap_future(self.indexer.ensure_root(folder))
 
-    async def _answer(self, record: SessionRecord, window: int | None) -> Fields:
-        if window is None:
-            return {
-                "source": "daemon",
-                "session_id": record.session_id,
-                "path": record.path,
-                "header": record.header_json(),
-            }
-        try:
-            tail = await asyncio.to_thread(self.tails.get, record, window)
-        except TailUnavailable as exc:
-            raise ProtocolError(ErrorCode.NOT_FOUND, str(exc)) from None
+    async def _answer(
+        self,
+        resolve: Callable[[], SessionRecord],
+        answers: Callable[[SessionRecord], bool],
+        window: int | None,
+    ) -> Fields:
+        """The answer for the record `resolve()` gives. A window reads the file, which may
+        have been rewritten since it was indexed, even with another session: what was read
+        must still `answers` the question, or the index reads the file again and the
+        question is resolved anew."""
+        for _ in range(REREAD_ATTEMPTS):
+            record = resolve()
+            if window is None:
+                return {
+                    "source": "daemon",
+                    "session_id": record.session_id,
+                    "path": record.path,
+                    "header": record.header_json(),
+                }
+            try:
+                tail = await asyncio.to_thread(self.tails.get, record, window)
+            except TailUnavailable as exc:
+                raise ProtocolError(ErrorCode.NOT_FOUND, str(exc)) from None
+            if tail.record.version == record.version or answers(tail.record):
+                return self._tail_answer(tail)
+            await asyncio.wrap_future(self.indexer.refresh(record.path))
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "the session file kept changing; try again")
+
+    @staticmethod
+    def _tail_answer(tail: Tail) -> Fields:
         return {
             "source": "daemon",
             "session_id": tail.record.session_id,

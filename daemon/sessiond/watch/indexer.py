@@ -172,6 +172,11 @@ class Indexer:
         """Serve a folder the configuration names (a SIGHUP added it)."""
         return self.call(lambda: self._folders.add(root_key(folder), Source.CONFIG))
 
+    def refresh(self, path: str) -> Future[None]:
+        """Read `path` again now: a reader found it other than the index says (a change no
+        event told of, such as a write through a hard link in another folder)."""
+        return self.call(lambda: self._refresh(path, Counts()))
+
     def rescan(self) -> Future[dict[str, int]]:
         return self.call(self._rescan_all)
 

@@ -1,0 +1,60 @@
+"""Smaller hostile cases: a session file rewritten between indexing and a windowed read (the
+answer must still answer the question asked), integers of any size in requests, and
+duplicate keys and out-of-range times judged as the agent's parser judges them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sessionctl import Client
+from support import reference
+from support.agent_sim import compact
+from support.compare import assert_answer
+from support.daemon import DaemonFactory
+from support.robust import Agent, assert_every_answer, expect_not_found
+
+
+def rewrite_unseen(agent: Agent, path: str, doc: dict, outside: str) -> None:
+    """Rewrite the file at `path` in place with `doc`, through a hard link in a folder no one
+    watches: the inode changes, but no event reaches the daemon's watch of `path`'s folder."""
+    os.makedirs(outside, exist_ok=True)
+    link = os.path.join(outside, os.path.basename(path))
+    os.link(path, link)
+    with open(link, "r+b") as fh:
+        fh.truncate(0)
+        fh.write(compact(doc))
+    os.utime(link, ns=(agent.tick(), agent.clock))
+    os.unlink(link)
+
+
+def test_a_file_rewritten_with_another_workspaces_session_is_not_served_for_this_one(
+    base: str, daemons: DaemonFactory
+) -> None:
+    agent = Agent(base, os.path.join(base, "ws"))
+    alpha, beta = agent.add_workspace("alpha"), agent.add_workspace("beta")
+    older = agent.save(agent.new(alpha, 1))
+    newest = agent.save(agent.new(alpha, 2))
+    agent.save(agent.new(beta, 1))
+    fetched = agent.save(agent.new(beta, 3))
+    daemon = daemons().start()
+    with daemon.client() as client:
+        client.sync(timeout=20)
+        assert client.resume(alpha)["path"] == newest
+        # alpha's newest file now holds a session of beta; no event told the daemon.
+        intruder = agent.new(beta, 2)
+        agent.stamp(intruder)
+        rewrite_unseen(agent, newest, intruder, os.path.join(base, "outside"))
+        answer_is_cold_scans(client, agent, alpha, window=1)
+        assert client.resume(alpha, window=1)["path"] == older
+        # `get` of an id whose file now holds another session: not found, as the agent says.
+        fetched_id = os.path.basename(fetched).removesuffix(".json")
+        rewrite_unseen(agent, fetched, agent.new(alpha, 1), os.path.join(base, "outside2"))
+        expect_not_found(client.get, fetched_id, window=1)
+        assert_every_answer(client, agent.served(), agent.workspaces, [fetched_id], window=1)
+
+
+def answer_is_cold_scans(client: Client, agent: Agent, workspace: str, window: int) -> None:
+    expected = reference.Snapshot(agent.served()).resume(workspace, window)
+    assert expected is not None
+    assert_answer(client.resume(workspace, window=window), expected)
