@@ -58,3 +58,43 @@ def answer_is_cold_scans(client: Client, agent: Agent, workspace: str, window: i
     expected = reference.Snapshot(agent.served()).resume(workspace, window)
     assert expected is not None
     assert_answer(client.resume(workspace, window=window), expected)
+
+
+def test_times_are_judged_by_chronos_range_not_pythons(base: str, daemons: DaemonFactory) -> None:
+    agent = Agent(base, os.path.join(base, "ws"))
+    alpha = agent.add_workspace("alpha")
+    agent.save(agent.new(alpha, 1))
+    cases = {
+        # chrono loads these (Python's datetime could not hold year 0 or year 10000):
+        "year-zero": ("0000-01-01T00:00:00Z", True),
+        "year-zero-with-offset": ("0000-01-01T00:30:00+01:00", True),
+        "into-year-10000": ("9999-12-31T23:59:59-01:00", True),
+        "ten-fraction-digits": ("2026-01-01T00:00:00.1234567891Z", True),
+        # and refuses these (the old check let them through):
+        "second-61": ("2026-01-01T00:00:61Z", False),
+        "offset-24-hours": ("2026-01-01T00:00:00+24:00", False),
+    }
+    made = {}
+    for name, (text, _) in cases.items():
+        doc = agent.new(alpha, 1)
+        doc["created_at"] = text
+        path = agent.save(doc)  # save() stamps updated_at; set it too for the second half
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        updated = doc["updated_at"]
+        raw = raw.replace(f'"updated_at":"{updated}"'.encode(), f'"updated_at":"{text}"'.encode())
+        with open(path, "wb") as fh:
+            fh.write(raw)
+        os.utime(path, ns=(agent.tick(), agent.clock))
+        doc["updated_at"] = text
+        made[name] = doc["id"]
+    daemon = daemons().start()
+    with daemon.client() as client:
+        client.sync(timeout=20)
+        for name, (_, loadable) in cases.items():
+            if loadable:
+                assert client.get(made[name])["header"]["updated_at"] == cases[name][0], name
+            else:
+                expect_not_found(client.get, made[name])
+        for window in (None, 1):
+            assert_every_answer(client, agent.served(), agent.workspaces, list(agent.docs), window)

@@ -205,31 +205,54 @@ def json_escaped(text: str) -> str:
 # --- time ------------------------------------------------------------------------------------
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
     re.ASCII,  # chrono reads ASCII digits only; `\d` alone would take any script's
 )
 
 
 def parse_rfc3339_ns(text: object) -> int | None:
-    """Nanoseconds since the epoch for an RFC 3339 time as chrono writes and reads it."""
+    """Nanoseconds since the epoch for an RFC 3339 time as chrono reads it into a
+    `DateTime<Utc>`; None when chrono refuses it. chrono's range, not Python's: any year
+    0000-9999 as written (the proleptic Gregorian calendar, so also years the offset moves
+    outside it), a leap second `:60`, offsets up to 23:59, and at most nine fraction digits
+    read (more are skipped)."""
     if not isinstance(text, str):
         return None
     match = _RFC3339.match(text)
     if match is None:
         return None
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction = match.group(7) or ""
-    try:
-        moment = _dt.datetime(year, month, day, hour, minute, min(second, 59), tzinfo=_dt.UTC)
-    except ValueError:
+    if not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):
+        return None
+    if hour > 23 or minute > 59 or second > 60:
         return None
     offset = 0
     if match.group(9):
-        sign = 1 if match.group(9) == "+" else -1
-        offset = sign * (int(match.group(10)) * 3600 + int(match.group(11)) * 60)
-    whole = int(moment.timestamp()) + (second - min(second, 59)) - offset
-    return whole * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
+        offset_h, offset_m = int(match.group(10)), int(match.group(11))
+        if offset_h > 23 or offset_m > 59:
+            return None
+        offset = (offset_h * 3600 + offset_m * 60) * (1 if match.group(9) == "+" else -1)
+    # A leap second is chrono's :59 plus a whole second of nanoseconds: one second later.
+    whole = _days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+    nanos = int((match.group(7) or "0")[:9].ljust(9, "0"))
+    return (whole - offset) * 1_000_000_000 + nanos
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
 
 
 def autosi_fraction(nanos: int) -> str:

@@ -20,6 +20,7 @@ from sessiond.logs import log_event
 from sessiond.statefile import write_state_file
 
 CACHE_NAME = "headers.msgpack"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 FORMAT = "sessiond-header-cache"
 FORMAT_VERSION = 6
 
@@ -139,7 +140,10 @@ def load(state_dir: str) -> list[SessionRecord]:
 
 def save(state_dir: str, records: Iterable[SessionRecord]) -> None:
     """Write the cache atomically. Raises OSError on failure."""
-    strings, keys, columns = _columns(list(records))
+    # msgpack holds 64-bit integers: a time chrono accepts but no int64 of nanoseconds can
+    # (the year 0) leaves its session out of the cache; it is decoded again at the next start.
+    fits = [r for r in records if _INT64_MIN <= r.updated_ns <= _INT64_MAX]
+    strings, keys, columns = _columns(fits)
     data = _encoder.encode(_CacheFile(FORMAT, FORMAT_VERSION, strings, keys, columns))
     write_state_file(os.path.join(state_dir, CACHE_NAME), data)
 
