@@ -5,7 +5,9 @@ duplicate keys and out-of-range times judged as the agent's parser judges them.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 
 from sessionctl import Client
 from support import reference
@@ -96,5 +98,43 @@ def test_times_are_judged_by_chronos_range_not_pythons(base: str, daemons: Daemo
                 assert client.get(made[name])["header"]["updated_at"] == cases[name][0], name
             else:
                 expect_not_found(client.get, made[name])
+        for window in (None, 1):
+            assert_every_answer(client, agent.served(), agent.workspaces, list(agent.docs), window)
+
+
+def test_fields_given_twice_are_judged_as_serde_judges_them(
+    base: str, daemons: DaemonFactory
+) -> None:
+    agent = Agent(base, os.path.join(base, "ws"))
+    alpha, beta = agent.add_workspace("alpha"), agent.add_workspace("beta")
+    agent.save(agent.new(alpha, 1))
+    agent.save(agent.new(beta, 1))
+
+    def plant(workspace: str, edit: Callable[[bytes], bytes], pretty: bool = False) -> str:
+        doc = agent.new(workspace, 2)
+        agent.stamp(doc)
+        data = json.dumps(doc, indent=1).encode() if pretty else compact(doc)
+        path = os.path.join(agent.folders[workspace], f"{doc['id']}.json")
+        with open(path, "wb") as fh:
+            fh.write(edit(data))
+        os.utime(path, ns=(agent.tick(), agent.clock))
+        agent.docs[doc["id"]] = doc
+        return doc["id"]
+
+    # Refused by the agent (a struct field twice): the newest file of alpha must not win.
+    refused = [
+        plant(alpha, lambda d: d[:-1] + b',"agent":"plan"}'),
+        plant(alpha, lambda d: d.replace(b'"metadata":{', b'"metadata":{"shared":true,', 1)),
+        plant(beta, lambda d: d[:-1] + b', "title": "again"}', pretty=True),
+        plant(beta, lambda d: d[:-1] + b',"metadata":{"directory":"/elsewhere","shared":false}}'),
+    ]  # fmt: skip
+    # Loaded by the agent: a key it does not know, given twice, is ignored.
+    loaded = plant(alpha, lambda d: d[:-1] + b',"extra":1,"extra":2}')
+    daemon = daemons().start()
+    with daemon.client() as client:
+        client.sync(timeout=20)
+        for session_id in refused:
+            expect_not_found(client.get, session_id)
+        assert client.resume(alpha)["session_id"] == loaded
         for window in (None, 1):
             assert_every_answer(client, agent.served(), agent.workspaces, list(agent.docs), window)

@@ -27,6 +27,19 @@ WORKSPACE_INDEX_NAME = ".workspace_index.json"
 LISTING_CACHE_NAME = ".listing_cache.json"
 _NOT_SESSIONS = frozenset({WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME})
 MAX_SESSION_ID_BYTES = 128
+SESSION_FIELDS = frozenset(
+    {"id", "title", "created_at", "updated_at", "metadata", "agent", "messages", "pages",
+     "summary_index", "tool_uses", "usage"}
+)  # fmt: skip
+"""The fields of the agent's `Session` struct: serde's derive refuses a file in which one of
+them appears twice (`duplicate field`); other keys are ignored, repeated or not."""
+METADATA_FIELDS = frozenset(
+    {"directory", "model", "knowledge_snapshot", "provenance", "auto_apply_edits",
+     "allow_network", "prior_context_allowed", "prior_context_turn_allowed",
+     "inherited_prior_context_allowed", "slash_autocomplete", "use_worktree", "shared",
+     "share_url", "rlm", "context_policy", "delegation", "run_checkpoint"}
+)  # fmt: skip
+"""The same for `SessionMetadata` (format §2.2)."""
 MAX_SESSION_FILE_BYTES = 512 * 1024 * 1024
 """The agent refuses to load larger files (`MAX_SESSION_FILE_BYTES`), so they are no sessions."""
 

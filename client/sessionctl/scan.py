@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sessionctl import agent
-from sessionctl.document import InvalidSession, header_of, validate_document, windowed_session
+from sessionctl.document import (
+    InvalidSession,
+    header_of,
+    keyed_object,
+    validate_document,
+    windowed_session,
+)
 from sessionctl.regular import read_regular
 
 MAX_PREFILTER_BYTES = 64 << 20
@@ -132,7 +138,7 @@ def load_session(path: str) -> Loaded | None:
         return None
     try:
         text = read_regular(path, agent.MAX_SESSION_FILE_BYTES)[1].decode("utf-8")
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=keyed_object)
         validate_document(doc)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, InvalidSession):
         return None

@@ -181,11 +181,36 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+SESSION_FIELDS = {"id", "title", "created_at", "updated_at", "metadata", "agent", "messages",
+                  "pages", "summary_index", "tool_uses", "usage"}  # fmt: skip
+METADATA_FIELDS = {"directory", "model", "knowledge_snapshot", "provenance", "auto_apply_edits",
+                   "allow_network", "prior_context_allowed", "prior_context_turn_allowed",
+                   "inherited_prior_context_allowed", "slash_autocomplete", "use_worktree",
+                   "shared", "share_url", "rlm", "context_policy", "delegation",
+                   "run_checkpoint"}  # fmt: skip
+
+
+class _Object(dict):  # type: ignore[type-arg]
+    """A parsed JSON object that knows which of its keys came more than once."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        names = [k for k, _ in pairs]
+        self.twice = {k for k in names if names.count(k) > 1}
+
+
+def _twice(obj: Any, fields: set[str]) -> bool:
+    """serde's derive: a struct field given twice is an error (`duplicate field`)."""
+    return bool(getattr(obj, "twice", set()) & fields)
+
+
 def is_loadable(doc: Any) -> bool:
     """The fields the agent's `Session` deserializer cannot do without (format §2)."""
     if not isinstance(doc, dict):
         return False
     metadata = doc.get("metadata")
+    if _twice(doc, SESSION_FIELDS) or _twice(metadata, METADATA_FIELDS):
+        return False
     return (
         isinstance(doc.get("id"), str)
         and (doc.get("title") is None or isinstance(doc["title"], str))
@@ -212,7 +237,7 @@ def load(path: str) -> SessionFile | None:
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SESSION_FILE_BYTES:
             return None
         with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh, parse_constant=_refuse_constant)
+            doc = json.load(fh, parse_constant=_refuse_constant, object_pairs_hook=_Object)
     except (OSError, ValueError, RecursionError):
         return None
     if not is_loadable(doc):

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 from sessionctl.agent import (
     DEFAULT_SUMMARY_INDEX,
     MAX_SESSION_FILE_BYTES,
+    METADATA_FIELDS,
+    SESSION_FIELDS,
     cut_tail,
     parse_rfc3339_ns,
 )
@@ -41,15 +44,17 @@ class _Metadata(msgspec.Struct, kw_only=True):
     share_url: str | None = None
 
 
+# Absent and null are told apart (UNSET): the fields' written lengths must add up (see
+# `_repeated_fields`), and `"title":null` takes bytes where an absent title takes none.
 class _SessionFile(msgspec.Struct, kw_only=True):
     id: str
-    title: str | None = None
+    title: str | UnsetType | None = UNSET
     created_at: str
     updated_at: str
     metadata: msgspec.Raw
     agent: str
     messages: list[msgspec.Raw]
-    pages: list[msgspec.Raw] | None = None
+    pages: list[msgspec.Raw] | UnsetType | None = UNSET
     summary_index: msgspec.Raw = msgspec.Raw(b"")  # empty when absent: Raw cannot be Optional
     tool_uses: list[msgspec.Raw]
     usage: msgspec.Raw
@@ -61,7 +66,7 @@ class _SessionHeaderFile(msgspec.Struct, kw_only=True):
     for millions of tiny messages (`count_elements` counts them in a few copies of the bytes)."""
 
     id: str
-    title: str | None = None
+    title: str | UnsetType | None = UNSET
     created_at: str
     updated_at: str
     metadata: msgspec.Raw
@@ -137,6 +142,11 @@ class DecodedSession:
     def session_id(self) -> str:
         return self.doc.id
 
+    @property
+    def title(self) -> str | None:
+        title = self.doc.title
+        return None if title is UNSET else title
+
 
 def decode_session(data: bytes | memoryview, header_only: bool = False) -> DecodedSession:
     """Decode and validate a session file's bytes, or raise InvalidSession saying why.
@@ -164,7 +174,84 @@ def decode_session(data: bytes | memoryview, header_only: bool = False) -> Decod
         raise InvalidSession("updated_at must be an RFC 3339 time")
     if not bytes(doc.usage)[:1] == b"{":
         raise InvalidSession("usage must be an object")
+    _refuse_repeated_fields(data, doc)
     return DecodedSession(doc, meta, updated_ns, *counts)
+
+
+# --- fields given twice ---------------------------------------------------------------------
+
+_KEY_PREFIX_BYTES = 3  # the quotes and the colon around a key, as written compactly
+_encode = msgspec.json.encode
+_raw_pairs = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _refuse_repeated_fields(
+    data: bytes | memoryview, doc: _SessionFile | _SessionHeaderFile
+) -> None:
+    """serde's derive refuses a field of `Session` or `SessionMetadata` given twice; msgspec
+    keeps the last. The usual file is compact with nothing but those fields, so its bytes are
+    exactly the fields' written lengths added up: checked in a few additions. Only a file that
+    is not (pretty-printed, other keys, other escapes) has its keys listed, token by token."""
+    if _compact_length(doc) != len(data):
+        _refuse_repeated(_object_keys(bytes(data)), SESSION_FIELDS, "")
+    metadata = bytes(doc.metadata)
+    pairs = _raw_pairs.decode(metadata)
+    written = sum(len(_encode(k)) + 1 + len(v) for k, v in pairs.items())
+    if 2 + written + max(len(pairs) - 1, 0) != len(metadata):
+        _refuse_repeated(_object_keys(metadata), METADATA_FIELDS, " in metadata")
+
+
+def _refuse_repeated(keys: list[str], fields: frozenset[str], where: str) -> None:
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen and key in fields:
+            raise InvalidSession(f"duplicate field `{key}`{where}")
+        seen.add(key)
+
+
+def _compact_length(doc: _SessionFile | _SessionHeaderFile) -> int:
+    total = count = 0
+    for name in doc.__struct_fields__:
+        value = getattr(doc, name)
+        if value is UNSET or (isinstance(value, msgspec.Raw) and not len(value)):
+            continue
+        total += len(name) + _KEY_PREFIX_BYTES + _written_length(value)
+        count += 1
+    return 2 + total + max(count - 1, 0)
+
+
+def _written_length(value: object) -> int:
+    if isinstance(value, msgspec.Raw):
+        return len(value)
+    if isinstance(value, list):  # of raw slices: brackets, elements, commas
+        return 2 + sum(map(len, value)) + max(len(value) - 1, 0)
+    return len(_encode(value))  # a string or null as msgspec writes it (serde's way)
+
+
+def _object_keys(data: bytes) -> list[str]:
+    """The keys of the JSON object `data` at its top level, in order (repeats included)."""
+    keys: list[str] = []
+    depth = 0
+    string: tuple[int, int] | None = None  # the last string token at depth 1
+    for match in _TOKEN.finditer(data):
+        kind = match.lastindex
+        if kind == 2:
+            depth += 1
+        elif kind == 1:
+            if (
+                depth == 1
+                and string is not None
+                and data[match.start() : match.end()].lstrip()[:1] == b":"
+            ):
+                keys.append(msgspec.json.decode(data[string[0] : string[1]]))
+        elif data[match.start()] == 0x22:
+            if depth == 1:
+                string = (match.start(), match.end())
+                continue
+        else:
+            depth -= 1
+        string = None
+    return keys
 
 
 def _slices_would_cost(data: bytes | memoryview) -> int:
@@ -201,13 +288,13 @@ def windowed_session(decoded: DecodedSession, window: int) -> tuple[dict[str, An
     messages, dropped_messages = cut_tail(doc.messages, window)
     tool_uses, dropped_tool_uses = cut_tail(doc.tool_uses, window)
     pages: list[Any]
-    if doc.pages is not None and len(doc.pages) == len(messages):
+    if isinstance(doc.pages, list) and len(doc.pages) == len(messages):
         pages = doc.pages
     else:
         pages = [_page_of(m) for m in messages]
     session = {
         "id": doc.id,
-        "title": doc.title,
+        "title": decoded.title,
         "created_at": doc.created_at,
         "updated_at": doc.updated_at,
         "metadata": doc.metadata,

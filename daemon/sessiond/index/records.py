@@ -118,7 +118,7 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
             root=sys.intern(folder),
             stem=None if stem == doc.id else stem,
             session_id=doc.id,
-            title=doc.title,
+            title=decoded.title,
             created=_compact_time(doc.created_at),
             updated=None
             if format_rfc3339_ns(decoded.updated_ns) == doc.updated_at

@@ -74,6 +74,7 @@ class Ops:
         await self._serve_workspace(workspace, fresh=args["sync"])
         if args["sync"]:
             await self._barrier(None)
+
         def resolve() -> SessionRecord:
             record = self.index.resume(workspace)
             if record is None:
@@ -87,6 +88,7 @@ class Ops:
     async def op_get(self, args: Fields) -> Fields:
         if args["sync"]:
             await self._barrier(None)
+
         def resolve() -> SessionRecord:
             record = self.index.get(args["id"])
             if record is None:
