@@ -31,6 +31,7 @@ from sessiond.index.loader import HeaderLoader, Loaded, Outcome
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
+from sessiond.store.follow import SHARED, StoreSet, is_database_event
 from sessiond.watch.barrier import Barriers, is_cookie, when_all
 from sessiond.watch.folders import FolderSet
 from sessiond.watch.listeners import ChangeListener, Listeners
@@ -53,7 +54,9 @@ class Indexer:
         discovery: Discovery,
         state_dir: str | None = None,
         reconcile_interval_s: float = RECONCILE_INTERVAL_S,
+        stores: StoreSet | None = None,
     ) -> None:
+        self._stores = SHARED if stores is None else stores  # the agent's databases
         self._reconcile_interval = reconcile_interval_s
         self._reconciled_at = time.monotonic()
         self.index = index
@@ -103,6 +106,7 @@ class Indexer:
         self._thread.join(timeout=10)
         self._watcher.stop()
         self._cache.save(force=True)
+        self._stores.close()
 
     def healthy(self) -> bool:
         return self._thread.is_alive() and self._watcher.healthy()
@@ -132,6 +136,8 @@ class Indexer:
             for folder in failed:
                 if self._folders.verify(folder):
                     self._scan_root(folder, Counts())
+            for folder in self._stores.folders():  # a commit need not have shown an event yet
+                self._poll_store(folder, Counts())
 
         done = when_all(cookies, self.call(catch_up))
         return done, lambda: self._barriers.abandon(cookies)
@@ -155,6 +161,12 @@ class Indexer:
 
     def is_root(self, folder: str) -> bool:
         return self._folders.is_root(folder)
+
+    def store_status(self) -> dict[str, Any]:
+        """The agent databases served, each with its state, and the dangling locators."""
+        dangling = self._stores.dangling()
+        return {"stores": self._stores.status(), "dangling_locators": len(dangling),
+                "dangling_examples": dangling[:10]}  # fmt: skip
 
     # --- the thread -----------------------------------------------------------------------
 
@@ -197,6 +209,9 @@ class Indexer:
 
     def _periodic(self) -> None:
         now = time.monotonic()
+        for folder in self._stores.due_folders(now):  # the slow timer, and failure retries
+            if self.is_root(folder):
+                self._poll_store(folder, Counts(), retry=True)
         if self._cache.due(now):
             self._guarded(self._cache.save)
         if self._reconcile_interval > 0 and now - self._reconciled_at > self._reconcile_interval:
@@ -269,6 +284,11 @@ class Indexer:
                         self._folders.read_pointer(item.path)
                 elif os.path.basename(item.path) in (WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME):
                     self._tell.agent_file(item.path)
+                elif is_database_event(os.path.basename(item.path)):
+                    flush()
+                    folder = os.path.dirname(item.path)
+                    if self.is_root(folder):
+                        self._poll_store(folder, Counts())
                 elif is_session_file_name(os.path.basename(item.path)):
                     changed[item.path] = None
                     if item.kind == "attrib":
@@ -299,6 +319,8 @@ class Indexer:
 
     def _forget_root(self, folder: str) -> None:
         self._barriers.release_folder(folder)
+        self._stores.drop(folder)
+        self.index.set_database_folder(folder, False)
         for record in self.index.remove_root(folder):
             self._notify("removed", record)
 
@@ -362,6 +384,9 @@ class Indexer:
         folder by folder, so a restart holds a few folders' stat results at a time, not all."""
         to_decode: list[str] = []
         for listing in listings(folders):
+            # The folder is listed first, then its database read: a locator listed always
+            # has its row in the snapshot taken after (docs/storage.md).
+            self._poll_store(listing.folder, counts, force=True)
             present = listing.stats
             indexed = {r.path: r for r in self.index.records_under(listing.folder)}
             for path in [*(indexed.keys() - present.keys()), *sorted(present)]:
@@ -390,9 +415,45 @@ class Indexer:
                 self._apply(path, loaded, counts)
 
     def _apply(self, path: str, loaded: Loaded, counts: Counts) -> None:
+        if loaded.outcome is Outcome.LOCATOR:
+            # Its row is committed before it is published: read the database first.
+            self._poll_store(os.path.dirname(path), counts)
+            self._stores.locator_seen(path)
+        elif loaded.outcome is Outcome.MISSING:
+            self._stores.file_gone(path)
+        if self._stores.claims(path):
+            counts.unchanged += 1  # a row holds this slot: the file beside it does not count
+            return
         change = apply_loaded(self.index, path, loaded, counts)
         if change is not None:
             self._notify(*change)
+
+    def _poll_store(
+        self, folder: str, counts: Counts, force: bool = False, retry: bool = False
+    ) -> None:
+        """Bring the index up to date with `folder`'s database, if it has one."""
+
+        def upsert(record: SessionRecord) -> SessionRecord | None:
+            old = self.index.upsert(record)
+            if old is None:
+                counts.added += 1
+            else:
+                counts.updated += 1
+            return old
+
+        def remove(path: str) -> SessionRecord | None:
+            old = self.index.remove(path)
+            counts.removed += old is not None
+            return old
+
+        applied = self._stores.poll(folder, upsert, remove, force or retry)
+        self.index.set_database_folder(folder, self._stores.has_database(folder))
+        for record in applied.saved:
+            self._notify("saved", record)
+        for record in applied.removed:
+            self._notify("removed", record)
+        for path in applied.released:  # a legacy file in the slot a row left counts again
+            self._refresh(path, counts)
 
     def _notify(self, kind: str, record: SessionRecord) -> None:
         if not self._building:  # what the initial build finds is not news
