@@ -166,78 +166,108 @@ class AgentStore:
         """Commit `session`'s changes as one transaction at revision + 1; return the revision.
         Records from the last saved count on are written (`rewrite_from` rewrites an earlier
         suffix, as an edit or `/undo` does). An unchanged save opens no database."""
-        session_id = session["id"]
-        rev, saved_msgs, saved_tools, saved_header = self._saved.get(session_id, (0, 0, 0, ""))
-        header = header_json(session, canonical)
-        messages, tools = session["messages"], session["tool_uses"]
-        start = saved_msgs if rewrite_from is None else min(rewrite_from, saved_msgs)
-        start = min(start, len(messages))
-        tool_start = min(saved_tools, len(tools))
-        if (
-            rev
-            and header == saved_header
-            and start == len(messages) == saved_msgs
-            and tool_start == len(tools) == saved_tools
-        ):
-            return rev
-        pages = list(session.get("pages", []))
+        if self._unchanged(session, rewrite_from, canonical):
+            return self._saved[session["id"]][0]
         conn = self._open()
         try:
             began = time.monotonic()
             conn.execute("BEGIN IMMEDIATE")
             self.stats.waits_s.append(time.monotonic() - began)
-            row = conn.execute("SELECT revision FROM sessions WHERE id=?", (session_id,)).fetchone()
-            stored_rev = row[0] if row else 0
-            if stored_rev != rev:
-                conn.execute("ROLLBACK")
-                raise RuntimeError("SESSION_REVISION_CONFLICT")
-            new_rev = rev + 1
-            conn.execute(
-                "INSERT INTO sessions VALUES (?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                "revision=excluded.revision,header=excluded.header,"
-                "message_count=excluded.message_count,tool_count=excluded.tool_count",
-                (session_id, new_rev, header, len(messages), len(tools)),
-            )
-            conn.execute(
-                "INSERT INTO events VALUES (?,?,?,?,?,?)",
-                (session_id, new_rev, HEADER, 0, "header", header),
-            )
-            nonce = hashlib.sha256(session_id.encode())
-            nonce.update(rev.to_bytes(8, "little") + header.encode())
-            for kind, begin, items in ((MESSAGE, start, messages), (TOOL, tool_start, tools)):
-                conn.execute(
-                    "DELETE FROM records WHERE session_id=? AND kind=? AND seq>=?",
-                    (session_id, kind, begin),
-                )
-                conn.execute(
-                    "INSERT INTO events VALUES (?,?,?,?,?,?)",
-                    (session_id, new_rev, kind, begin, "truncate", ""),
-                )
-                for seq in range(begin, len(items)):
-                    if kind == MESSAGE:
-                        page = pages[seq] if seq < len(pages) else page_of(items[seq])
-                        body = "[" + serde(items[seq]) + "," + serde(page) + "]"
-                    else:
-                        body = serde(items[seq])
-                    stored = self._put_blob(conn, body)
-                    nonce.update(body.encode())
-                    conn.execute(
-                        "INSERT INTO records VALUES (?,?,?,?)", (session_id, kind, seq, stored)
-                    )
-                    conn.execute(
-                        "INSERT INTO events VALUES (?,?,?,?,?,?)",
-                        (session_id, new_rev, kind, seq, "put", stored),
-                    )
-            conn.execute(
-                "INSERT INTO commits VALUES (?,?,?)", (session_id, new_rev, nonce.hexdigest())
-            )
+            revision = self._write(conn, session, rewrite_from, canonical)
             conn.execute("COMMIT")
             self.stats.commits_s.append(time.monotonic() - began)
         finally:
             conn.close()
-        self._saved[session_id] = (new_rev, len(messages), len(tools), header)
         if publish_locator:
-            self.publish_locator(session_id)
+            self.publish_locator(session["id"])
+        return revision
+
+    def save_many(self, sessions: list[dict[str, Any]]) -> None:
+        """New sessions in one transaction, then their locators: the rows are those `save`
+        writes, without a commit (and its fsyncs) each. For building large corpora."""
+        conn = self._open()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for session in sessions:
+                self._write(conn, session, None, True)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        for session in sessions:
+            self.publish_locator(session["id"])
+
+    def _unchanged(
+        self, session: dict[str, Any], rewrite_from: int | None, canonical: bool
+    ) -> bool:
+        saved = self._saved.get(session["id"])
+        if saved is None or rewrite_from is not None:
+            return False
+        _, messages, tools, header = saved
+        return (
+            header == header_json(session, canonical)
+            and messages == len(session["messages"])
+            and tools == len(session["tool_uses"])
+        )
+
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        session: dict[str, Any],
+        rewrite_from: int | None,
+        canonical: bool,
+    ) -> int:
+        """One save's rows, inside the caller's `BEGIN IMMEDIATE`."""
+        session_id = session["id"]
+        rev, saved_msgs, saved_tools, _ = self._saved.get(session_id, (0, 0, 0, ""))
+        header = header_json(session, canonical)
+        messages, tools = session["messages"], session["tool_uses"]
+        start = saved_msgs if rewrite_from is None else min(rewrite_from, saved_msgs)
+        start = min(start, len(messages))
+        tool_start = min(saved_tools, len(tools))
+        pages = list(session.get("pages", []))
+        row = conn.execute("SELECT revision FROM sessions WHERE id=?", (session_id,)).fetchone()
+        if (row[0] if row else 0) != rev:
+            conn.execute("ROLLBACK")
+            raise RuntimeError("SESSION_REVISION_CONFLICT")
+        new_rev = rev + 1
+        conn.execute(
+            "INSERT INTO sessions VALUES (?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+            "revision=excluded.revision,header=excluded.header,"
+            "message_count=excluded.message_count,tool_count=excluded.tool_count",
+            (session_id, new_rev, header, len(messages), len(tools)),
+        )
+        conn.execute(
+            "INSERT INTO events VALUES (?,?,?,?,?,?)",
+            (session_id, new_rev, HEADER, 0, "header", header),
+        )
+        nonce = hashlib.sha256(session_id.encode())
+        nonce.update(rev.to_bytes(8, "little") + header.encode())
+        for kind, begin, items in ((MESSAGE, start, messages), (TOOL, tool_start, tools)):
+            conn.execute(
+                "DELETE FROM records WHERE session_id=? AND kind=? AND seq>=?",
+                (session_id, kind, begin),
+            )
+            conn.execute(
+                "INSERT INTO events VALUES (?,?,?,?,?,?)",
+                (session_id, new_rev, kind, begin, "truncate", ""),
+            )
+            for seq in range(begin, len(items)):
+                if kind == MESSAGE:
+                    page = pages[seq] if seq < len(pages) else page_of(items[seq])
+                    body = "[" + serde(items[seq]) + "," + serde(page) + "]"
+                else:
+                    body = serde(items[seq])
+                stored = self._put_blob(conn, body)
+                nonce.update(body.encode())
+                conn.execute(
+                    "INSERT INTO records VALUES (?,?,?,?)", (session_id, kind, seq, stored)
+                )
+                conn.execute(
+                    "INSERT INTO events VALUES (?,?,?,?,?,?)",
+                    (session_id, new_rev, kind, seq, "put", stored),
+                )
+        conn.execute("INSERT INTO commits VALUES (?,?,?)", (session_id, new_rev, nonce.hexdigest()))
+        self._saved[session_id] = (new_rev, len(messages), len(tools), header)
         return new_rev
 
     def saved_ids(self) -> list[str]:
