@@ -159,7 +159,8 @@ class Row:
 
 
 def _revisions(conn: sqlite3.Connection) -> dict[str, int]:
-    return {str(i): int(r) for i, r in conn.execute("SELECT id, revision FROM sessions")}
+    # Ids are TEXT and revisions INTEGER by the schema: no conversion per row.
+    return dict(conn.execute("SELECT id, revision FROM sessions"))
 
 
 def _rows(conn: sqlite3.Connection, ids: list[str] | None) -> list[Row]:

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 
 from sessionctl.store import DATABASE_NAME, StoredSession, StoreError
 
+from sessiond import memory
 from sessiond.index.database_records import StoredRecord, stored_record
 from sessiond.index.decode import InvalidSession
 from sessiond.index.records import SessionRecord, split_session_path
 from sessiond.logs import log_event
 from sessiond.store.database import Database, DbState
 
+TRIM_AFTER_ROWS = 1000
 POLL_INTERVAL_S = 2.0  # the slow timer: databases are polled even without an event
 
 
@@ -104,6 +106,7 @@ class StoreSet:
                     applied.removed.append(old)
                 continue
             db.invalid.pop(row.session_id, None)
+            record.session_id = row.session_id  # one string for the record and the revisions
             with self._lock:
                 self._dangling.discard(record.path)
             upsert(record)
@@ -117,6 +120,8 @@ class StoreSet:
         if db.state is DbState.ABSENT:
             with self._lock:
                 self._dbs.pop(folder, None)
+        if len(diff.changed) >= TRIM_AFTER_ROWS:
+            memory.trim()  # reading many headers leaves the heap full of freed holes
         return applied
 
     def folders(self) -> list[str]:

@@ -256,8 +256,13 @@ class Indexer:
     def _process(self, batch: list[FsEvent | Call | None]) -> None:
         changed: dict[str, None] = {}  # ordered set: each file is read once per batch
         reread: set[str] = set()  # of those, the ones whose mode may have changed
+        databases: dict[str, None] = {}  # folders whose database may have a commit: one check
 
         def flush() -> None:
+            for folder in databases:
+                if self.is_root(folder):
+                    self._poll_store(folder, Counts())
+            databases.clear()
             for path in changed:
                 self._refresh(path, Counts(), path in reread)
             changed.clear()
@@ -285,10 +290,7 @@ class Indexer:
                 elif os.path.basename(item.path) in (WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME):
                     self._tell.agent_file(item.path)
                 elif is_database_event(os.path.basename(item.path)):
-                    flush()
-                    folder = os.path.dirname(item.path)
-                    if self.is_root(folder):
-                        self._poll_store(folder, Counts())
+                    databases[os.path.dirname(item.path)] = None
                 elif is_session_file_name(os.path.basename(item.path)):
                     changed[item.path] = None
                     if item.kind == "attrib":
