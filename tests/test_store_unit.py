@@ -144,7 +144,7 @@ def test_the_reader_cannot_write(tmp_path: Path) -> None:
             conn.execute("DELETE FROM sessions")
         with pytest.raises(sqlite3.Error):
             conn.execute("CREATE TABLE mine (x)")
-        assert store.read_changes(conn, {})[0] == {session["id"]: 1}
-        assert store.read_changes(conn, {session["id"]: 1})[1] == []
+        assert store.read_revisions(conn) == {session["id"]: 1}
+        assert [r.revision for r in store.read_rows(conn, [session["id"], "nope"])] == [1]
     finally:
         conn.close()

@@ -176,23 +176,18 @@ def _rows(conn: sqlite3.Connection, ids: list[str] | None) -> list[Row]:
     return [Row(str(i), int(r), str(h), int(m), int(t)) for i, r, h, m, t in found]
 
 
-def read_rows(conn: sqlite3.Connection) -> list[Row]:
-    """Every row, from one snapshot (a brand-new database without tables has none)."""
+def read_rows(conn: sqlite3.Connection, ids: list[str] | None = None) -> list[Row]:
+    """The rows of `ids` (every row when None), from one snapshot (a brand-new database
+    without tables has none)."""
     with snapshot(conn):
-        return _rows(conn, None) if _has_sessions_table(conn) else []
+        return _rows(conn, ids) if _has_sessions_table(conn) else []
 
 
-def read_changes(
-    conn: sqlite3.Connection, known: dict[str, int]
-) -> tuple[dict[str, int], list[Row]]:
-    """`({id: revision}, rows whose revision differs from `known`)`, from one snapshot: the
-    `(id, revision)` diff of docs/storage.md, reading headers of changed rows only."""
+def read_revisions(conn: sqlite3.Connection) -> dict[str, int]:
+    """`{id: revision}` of every row, from one snapshot: the `(id, revision)` diff of
+    docs/storage.md compares it with what is indexed."""
     with snapshot(conn):
-        if not _has_sessions_table(conn):
-            return {}, []
-        revisions = _revisions(conn)
-        changed = [i for i, r in revisions.items() if known.get(i) != r]
-        return revisions, (_rows(conn, changed) if changed else [])
+        return _revisions(conn) if _has_sessions_table(conn) else {}
 
 
 # --- one session -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -28,11 +29,14 @@ class DbState(Enum):
     FAILED = "failed"  # cannot be read now; retried with backoff
 
 
+HEADER_CHUNK = 500  # headers read per transaction: short ones, and few strings alive at once
+
+
 @dataclass
 class Diff:
     """What changed in the rows since the last poll."""
 
-    changed: list[Row] = field(default_factory=list)  # new rows and higher revisions
+    changed: list[str] = field(default_factory=list)  # ids of new rows and higher revisions
     removed: list[str] = field(default_factory=list)  # ids whose row vanished
 
 
@@ -121,14 +125,42 @@ class Database:
         version = store.data_version(conn)
         if version == self._data_version and not force and self.state is DbState.OK:
             return Diff()
-        revisions, rows = store.read_changes(conn, self.revisions)
-        removed = [i for i in self.revisions if i not in revisions]
-        self.revisions = revisions
+        revisions = store.read_revisions(conn)
+        known = self.revisions
+        changed = [i for i, r in revisions.items() if known.get(i) != r]
+        removed = [i for i in known if i not in revisions]
+        # A changed row counts as read only once its header is (headers()): until then a known
+        # one keeps its old revision, so a failure on the way leaves it to the next diff.
+        unread = set(changed)
+        self.revisions = {i: r for i, r in revisions.items() if i not in unread}
+        self.revisions.update((i, known[i]) for i in changed if i in known)
         for session_id in removed:
             self.invalid.pop(session_id, None)
         self._data_version = version
         self.state, self.error, self.failures = DbState.OK, None, 0
-        return Diff(changed=rows, removed=removed)
+        return Diff(changed=changed, removed=removed)
+
+    def headers(self, ids: list[str]) -> Iterator[tuple[list[Row], list[str]]]:
+        """The rows of `ids`, `HEADER_CHUNK` per short transaction, each chunk with the ids
+        that vanished since the poll (they are removals). A row read may be newer than the
+        poll saw: its revision is the one remembered. Raises StoreError."""
+        for start in range(0, len(ids), HEADER_CHUNK):
+            part = ids[start : start + HEADER_CHUNK]
+            with self._lock:
+                try:
+                    rows = store.read_rows(self._connect(), part)
+                except FileNotFoundError:
+                    rows = []
+                except (StoreError, sqlite3.Error) as exc:
+                    self._data_version = None  # the next poll diffs again
+                    raise StoreError(f"{self.path}: {exc}") from None
+                found = {row.session_id for row in rows}
+                gone = [i for i in part if i not in found]
+                for row in rows:
+                    self.revisions[row.session_id] = row.revision
+                for session_id in gone:
+                    self.revisions.pop(session_id, None)
+            yield rows, gone
 
     def _failed(self, error: str) -> None:
         self.failures += 1

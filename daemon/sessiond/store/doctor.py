@@ -21,7 +21,7 @@ def database_lines(folder: str) -> list[tuple[str, str]]:
     except store.StoreError as exc:
         return [("problem", f"agent database cannot be read: {exc}; its folder's files are served")]
     try:
-        rows = len(store.read_changes(conn, {})[0])
+        rows = len(store.read_revisions(conn))
     except sqlite3.Error as exc:
         return [("problem", f"agent database {path} cannot be read: {exc}")]
     finally:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sessionctl.store import DATABASE_NAME, StoredSession, StoreError
+from sessionctl.store import DATABASE_NAME, Row, StoredSession, StoreError
 
 from sessiond import memory
 from sessiond.index.database_records import StoredRecord, stored_record
@@ -88,29 +88,14 @@ class StoreSet:
             log_event("store_readable", path=db.path, sessions=len(db.revisions))
         elif was is DbState.ABSENT and db.state is DbState.OK:
             log_event("store_opened", path=db.path, sessions=len(db.revisions))
-        for row in diff.changed:
-            try:
-                record = stored_record(
-                    folder, row.revision, row.header, row.message_count, row.tool_count
-                )
-                if record.session_id != row.session_id:
-                    raise InvalidSession(f"its header's id is {record.session_id!r}")
-            except InvalidSession as exc:
-                why = str(exc)[:200]
-                if db.invalid.get(row.session_id) != why:
-                    log_event("store_row_invalid", logging.WARNING, path=db.path,
-                              session_id=row.session_id, error=why)  # fmt: skip
-                db.invalid[row.session_id] = why
-                old = remove(os.path.join(folder, row.session_id + ".json"))
-                if old is not None and isinstance(old, StoredRecord):
-                    applied.removed.append(old)
-                continue
-            db.invalid.pop(row.session_id, None)
-            record.session_id = row.session_id  # one string for the record and the revisions
-            with self._lock:
-                self._dangling.discard(record.path)
-            upsert(record)
-            applied.saved.append(record)
+        try:
+            for rows, gone in db.headers(diff.changed):
+                for row in rows:
+                    self._index_row(db, row, upsert, remove, applied)
+                diff.removed.extend(gone)
+        except StoreError as exc:  # the next poll diffs again
+            log_event("store_unreadable", logging.ERROR, path=db.path, error=str(exc)[:300],
+                      retry_in_s=None)  # fmt: skip
         for session_id in diff.removed:
             path = os.path.join(folder, session_id + ".json")
             old = remove(path)
@@ -123,6 +108,38 @@ class StoreSet:
         if len(diff.changed) >= TRIM_AFTER_ROWS:
             memory.trim()  # reading many headers leaves the heap full of freed holes
         return applied
+
+    def _index_row(
+        self,
+        db: Database,
+        row: Row,
+        upsert: Callable[[SessionRecord], SessionRecord | None],
+        remove: Callable[[str], SessionRecord | None],
+        applied: Applied,
+    ) -> None:
+        folder = db.folder
+        try:
+            record = stored_record(
+                folder, row.revision, row.header, row.message_count, row.tool_count
+            )
+            if record.session_id != row.session_id:
+                raise InvalidSession(f"its header's id is {record.session_id!r}")
+        except InvalidSession as exc:
+            why = str(exc)[:200]
+            if db.invalid.get(row.session_id) != why:
+                log_event("store_row_invalid", logging.WARNING, path=db.path,
+                          session_id=row.session_id, error=why)  # fmt: skip
+            db.invalid[row.session_id] = why
+            old = remove(os.path.join(folder, row.session_id + ".json"))
+            if old is not None and isinstance(old, StoredRecord):
+                applied.removed.append(old)
+            return
+        db.invalid.pop(row.session_id, None)
+        record.session_id = row.session_id  # one string for the record and the revisions
+        with self._lock:
+            self._dangling.discard(record.path)
+        upsert(record)
+        applied.saved.append(record)
 
     def folders(self) -> list[str]:
         with self._lock:
