@@ -249,3 +249,27 @@ def test_the_history_of_a_database_session_is_the_legacy_bytes(
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
             assert as_row["id"] not in text and migrated["id"] not in text, name
+
+
+def test_a_database_that_appears_later_and_a_restart(daemons: DaemonFactory, base: str) -> None:
+    folder = Folder(base)
+    legacy = folder.session(2)
+    folder.sim.save(folder.path, legacy)
+    daemon = folder.daemon(daemons, name="restarted").start()
+    with daemon.client() as client:
+        assert listed(client) == {legacy["id"]: 8}
+        row = folder.session(1)
+        folder.store.save(row)  # the folder's first database save creates sessions.sqlite3
+        client.sync()
+        assert listed(client) == {legacy["id"]: 8, row["id"]: 4}
+        assert client.resume(folder.workspace)["session_id"] == max(
+            (legacy, row), key=lambda s: s["updated_at"]
+        )["id"]
+        before = client.get(row["id"], window=3)
+    assert daemon.stop() == 0
+    # The header cache holds files only; the rows are read again at start.
+    again = folder.daemon(daemons, name="restarted").start()
+    with again.client() as client:
+        client.sync()
+        assert listed(client) == {legacy["id"]: 8, row["id"]: 4}
+        assert client.get(row["id"], window=3) == before
