@@ -168,11 +168,6 @@ class Database:
         delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1))
         self.retry_at = time.monotonic() + delay
 
-    def forget(self, session_id: str) -> None:
-        """A row that could not be indexed: read it again at its next revision."""
-        with self._lock:
-            self.revisions.pop(session_id, None)
-
     # --- questions -----------------------------------------------------------------------------
 
     def holds(self, session_id: str) -> bool:
