@@ -164,3 +164,21 @@ def test_a_blob_whose_hash_does_not_match(daemons: DaemonFactory, base: str) -> 
         # A window that leaves the damaged message out is served.
         tail = client.get(broken["id"], window=0)
         assert tail["session"]["messages"] == []
+
+
+def test_a_row_deleted_without_its_locator_is_reported(daemons: DaemonFactory, base: str) -> None:
+    folder = Folder(base)
+    store = AgentStore(folder.path)
+    session = folder.session()
+    store.save(session)
+    daemon = folder.daemon(daemons).start()
+    assert served_ids(daemon) == {session["id"]}
+    conn = sqlite3.connect(folder.db)  # the agent's delete, crashed before the locator went
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("DELETE FROM sessions WHERE id=?", (session["id"],))
+    conn.commit()
+    conn.close()
+    assert served_ids(daemon) == set()
+    wait_for(lambda: daemon.events_named("store_locator_dangling"), 60, "the report")
+    with daemon.client() as client:
+        assert client.status()["databases"]["dangling_locators"] == 1

@@ -110,6 +110,8 @@ def test_a_commit_is_seen_by_watch_and_sync_without_a_rename(
         assert listed(client) == {}
     wait_for(lambda: watcher.named("session_removed"), 30, "the removal event")
     watcher.close()
+    # The agent removes the row, then the locator: that moment is no dangling locator.
+    assert not daemon.events_named("store_locator_dangling")
 
 
 def test_a_live_migration_shows_every_session_exactly_once(

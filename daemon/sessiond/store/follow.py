@@ -15,7 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sessionctl.store import DATABASE_NAME, Row, StoredSession, StoreError
+from sessionctl.store import (
+    DATABASE_NAME,
+    LOCATOR_PREFIX,
+    Row,
+    StoredSession,
+    StoreError,
+    is_locator,
+)
 
 from sessiond import memory
 from sessiond.index.database_records import StoredRecord, stored_record
@@ -172,6 +179,16 @@ class StoreSet:
             self._dangling.add(path)
         log_event("store_locator_dangling", logging.WARNING, path=path,
                   database=db.path if db else None)  # fmt: skip
+
+    def is_locator_file(self, path: str) -> bool:
+        """Whether `path` holds a locator now and no row claims it."""
+        if self.claims(path):
+            return False
+        try:
+            with open(path, "rb") as fh:
+                return is_locator(fh.read(len(LOCATOR_PREFIX)))
+        except OSError:
+            return False
 
     def file_gone(self, path: str) -> None:
         with self._lock:

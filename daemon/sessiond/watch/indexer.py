@@ -45,6 +45,7 @@ PENDING_CHECK_S = 2.0  # how often folders that do not exist yet are looked for
 BATCH_MAX = 4096
 CACHE_SAVE_INTERVAL_S = 60.0  # the persisted header cache is rewritten at most this often
 RECONCILE_INTERVAL_S = 300.0  # a stat-only pass over every folder repairs anything missed
+DANGLING_GRACE_S = 5.0  # a locator left after its row vanished is reported after this
 
 
 class Indexer:
@@ -57,6 +58,8 @@ class Indexer:
         stores: StoreSet | None = None,
     ) -> None:
         self._stores = SHARED if stores is None else stores  # the agent's databases
+        self._releasing = False  # re-reading the slots of vanished rows
+        self._recheck: dict[str, float] = {}  # slots of vanished rows -> when to look again
         self._reconcile_interval = reconcile_interval_s
         self._reconciled_at = time.monotonic()
         self.index = index
@@ -209,6 +212,10 @@ class Indexer:
 
     def _periodic(self) -> None:
         now = time.monotonic()
+        for path in [p for p, due in self._recheck.items() if due <= now]:
+            del self._recheck[path]
+            if self._stores.is_locator_file(path):  # still there: its row is gone for good
+                self._stores.locator_seen(path)
         for folder in self._stores.due_folders(now):  # the slow timer, and failure retries
             if self.is_root(folder):
                 self._poll_store(folder, Counts(), retry=True)
@@ -420,7 +427,8 @@ class Indexer:
         if loaded.outcome is Outcome.LOCATOR:
             # Its row is committed before it is published: read the database first.
             self._poll_store(os.path.dirname(path), counts)
-            self._stores.locator_seen(path)
+            if not self._releasing:  # a delete unlinks the locator right after the row
+                self._stores.locator_seen(path)
         elif loaded.outcome is Outcome.MISSING:
             self._stores.file_gone(path)
         if self._stores.claims(path):
@@ -454,8 +462,13 @@ class Indexer:
             self._notify("saved", record)
         for record in applied.removed:
             self._notify("removed", record)
-        for path in applied.released:  # a legacy file in the slot a row left counts again
-            self._refresh(path, counts)
+        self._releasing = True
+        try:
+            for path in applied.released:  # a legacy file in the slot a row left counts again
+                self._refresh(path, counts)
+                self._recheck[path] = time.monotonic() + DANGLING_GRACE_S  # a locator left?
+        finally:
+            self._releasing = False
 
     def _notify(self, kind: str, record: SessionRecord) -> None:
         if not self._building:  # what the initial build finds is not news
