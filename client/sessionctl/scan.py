@@ -17,11 +17,22 @@ from collections.abc import Generator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sessionctl import agent, store_scan
+from sessionctl import agent
 from sessionctl.document import InvalidSession, header_of, validate_document, windowed_session
-from sessionctl.store_scan import StoredLoaded
+
+if TYPE_CHECKING:
+    from sessionctl.store_scan import StoredLoaded
+
+
+def _store_scan() -> Any:
+    """The database side (sqlite3, hashlib), imported only when a scan runs: the client's
+    start-up does not pay for it."""
+    from sessionctl import store_scan
+
+    return store_scan
+
 
 MAX_PREFILTER_BYTES = 64 << 20
 """The agent's mmap cap: a bigger file never passes the prefilter (format §2.8)."""
@@ -212,7 +223,7 @@ def _check_workspace(workspace: object) -> str:
 
 def session_response(loaded: Loaded | StoredLoaded, window: int | None) -> dict[str, Any]:
     """The body of a resume/get answer (interface §4)."""
-    if isinstance(loaded, StoredLoaded):
+    if not isinstance(loaded, Loaded):  # a database session (sessionctl.store_scan)
         try:
             return loaded.response(window)
         except LookupError as exc:
@@ -235,6 +246,7 @@ def _with_databases(
 ) -> tuple[list[StoredLoaded], list[Candidate]]:
     """The database sessions of `folders`, and the session files a row does not shadow (the
     row wins over `<id>.json` in its folder: docs/storage.md)."""
+    store_scan = _store_scan()
     rows = [s for folder in folders for s in store_scan.database_sessions(folder)]
     held = {s.path for s in rows}
     return rows, [c for c in list_candidates(folders) if c.path not in held]
@@ -246,6 +258,7 @@ def find_latest(workspace: str, env: Mapping[str, str]) -> Loaded | StoredLoaded
     files instead (ties: the row, then the greater id)."""
     canonical_ws = agent.canonicalize(workspace)
     folders = sessions_dirs(workspace, env)
+    store_scan = _store_scan()
     if any(store_scan.has_database(f) for f in folders):
         rows, files = _with_databases(folders)
         pool: list[Loaded | StoredLoaded] = [
@@ -324,6 +337,7 @@ def scan_get(
     if pointed is not None and pointed not in paths:
         paths.append(pointed)
     found: list[tuple[tuple[int, str], Loaded | StoredLoaded]] = []
+    store_scan = _store_scan()
     for path in paths:
         folder = os.path.dirname(path)
         rows = [r for r in store_scan.database_sessions(folder) if r.session_id == session_id]
