@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sessionctl import DaemonError, scan
+from support.agent_sim import compact
 from support.compare import assert_answer, assert_listing
 from support.daemon import DaemonFactory, DaemonProcess, finish_all
 from support.reference import Ambiguous
@@ -176,3 +177,20 @@ def test_the_database_is_left_byte_for_byte_as_it_was(
         }, folder
         if "sessions.sqlite3" in before[folder]:
             assert after["sessions.sqlite3"] == before[folder]["sessions.sqlite3"]
+
+
+def test_a_database_session_comes_back_as_its_legacy_bytes(
+    store_corpus: StoreCorpus, store_daemon: DaemonProcess
+) -> None:
+    """`export_json` goes through the typed struct: the whole object, re-encoded compactly, is
+    what a legacy file of the session would hold (metadata in struct order, not sorted)."""
+    rows = {i for store in store_corpus.stores.values() for i in store.saved_ids()}
+    assert len(rows) >= 8
+    with store_daemon.client() as client:
+        for session_id in sorted(rows):
+            saved = store_corpus.sessions[session_id]
+            answer = client.get(session_id, window=10**6)
+            assert compact(answer["session"]) == compact(saved), session_id
+            folder = store_corpus.workspaces["mixed"]
+            scanned = scan.scan_get(session_id, 10**6, folder, store_daemon.env)
+            assert compact(scanned["session"]) == compact(saved), session_id

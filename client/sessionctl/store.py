@@ -304,6 +304,60 @@ def summary_index(
     }
 
 
+# The struct field orders of `SessionMetadata` and its nested types (the legacy file's order,
+# which `export_json` gives, since it goes through the typed struct). The header stores them
+# with sorted keys. Keys not listed keep their (sorted) order after the known ones.
+_IDENTITY = ("tenant_id", "agent_identity_id", "agent_name", "origin", "worker_id", "key_id",
+             "github_installation_id", "github_app_id")  # fmt: skip
+_PROVENANCE = ("provenance_id", "session_id", "task_id", "run_id", "attempt_id", "issued_at",
+               "identity")  # fmt: skip
+_RLM = ("mode", "threshold", "max_iterations", "max_subcalls", "runtime", "root_model",
+        "subcall_model", "history_trigger_messages")  # fmt: skip
+_BELIEF = ("alpha", "beta", "n", "c_self", "kappa", "last_update")
+_DELEGATION_CONFIG = ("gamma", "delta", "kappa", "lambda", "enabled")
+_CHECKPOINT = ("reason", "original_objective", "max_step_budget", "session_id", "workspace",
+               "message_count", "current_browser_url", "completed_actions", "blockers",
+               "next_intended_action", "created_at")  # fmt: skip
+_METADATA = ("directory", "model", "knowledge_snapshot", "provenance", "auto_apply_edits",
+             "allow_network", "prior_context_allowed", "prior_context_turn_allowed",
+             "inherited_prior_context_allowed", "slash_autocomplete", "use_worktree", "shared",
+             "share_url", "rlm", "context_policy", "delegation", "run_checkpoint")  # fmt: skip
+
+
+def _ordered(value: Any, order: tuple[str, ...]) -> Any:
+    if not isinstance(value, dict):
+        return value
+    out = {k: value[k] for k in order if k in value}
+    out.update((k, v) for k, v in value.items() if k not in out)
+    return out
+
+
+def legacy_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """`metadata` in the struct order the legacy file (and `export_json`) has."""
+    out = _ordered(meta, _METADATA)
+    provenance = out.get("provenance")
+    if isinstance(provenance, dict):
+        provenance = _ordered(provenance, _PROVENANCE)
+        provenance["identity"] = _ordered(provenance.get("identity"), _IDENTITY)
+        out["provenance"] = provenance
+    if "rlm" in out:
+        out["rlm"] = _ordered(out["rlm"], _RLM)
+    policy = out.get("context_policy")
+    if isinstance(policy, dict):  # internally tagged: the tag comes first
+        out["context_policy"] = _ordered(policy, ("policy",))
+    delegation = out.get("delegation")
+    if isinstance(delegation, dict):
+        delegation = _ordered(delegation, ("beliefs", "config"))
+        beliefs = delegation.get("beliefs")
+        if isinstance(beliefs, dict):  # a BTreeMap: its keys stay sorted
+            delegation["beliefs"] = {k: _ordered(v, _BELIEF) for k, v in beliefs.items()}
+        delegation["config"] = _ordered(delegation.get("config"), _DELEGATION_CONFIG)
+        out["delegation"] = delegation
+    if isinstance(out.get("run_checkpoint"), dict):
+        out["run_checkpoint"] = _ordered(out["run_checkpoint"], _CHECKPOINT)
+    return out
+
+
 def ordered_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """`usage` in the struct's field order (the header stores it with sorted keys)."""
     ordered = {k: usage[k] for k in USAGE_ORDER if k in usage}
@@ -319,7 +373,7 @@ def legacy_object(stored: StoredSession, header: dict[str, Any]) -> dict[str, An
         "title": header.get("title"),
         "created_at": header["created_at"],
         "updated_at": header["updated_at"],
-        "metadata": header["metadata"],
+        "metadata": legacy_metadata(header["metadata"]),
         "agent": header["agent"],
         "messages": [json.loads(m) for m in stored.messages],
         "pages": list(stored.pages),

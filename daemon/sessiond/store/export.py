@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sessionctl.store import StoredSession, StoreError, history_lines, ordered_usage, summary_index
+from sessionctl.store import (
+    StoredSession,
+    StoreError,
+    history_lines,
+    legacy_metadata,
+    ordered_usage,
+    summary_index,
+)
 
 from sessiond.index.database_records import StoredRecord, stored_record
 from sessiond.index.decode import InvalidSession, decode_session
@@ -60,7 +67,7 @@ def stored_tail(record: StoredRecord, window: int, stores: StoreSet = SHARED) ->
         "title": doc.title,
         "created_at": doc.created_at,
         "updated_at": doc.updated_at,
-        "metadata": doc.metadata,
+        "metadata": legacy_metadata(msgspec.json.decode(doc.metadata)),
         "agent": doc.agent,
         "messages": [msgspec.Raw(m.encode("utf-8")) for m in stored.messages],
         "pages": stored.pages,
