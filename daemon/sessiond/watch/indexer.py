@@ -399,6 +399,9 @@ class Indexer:
             present = listing.stats
             indexed = {r.path: r for r in self.index.records_under(listing.folder)}
             for path in [*(indexed.keys() - present.keys()), *sorted(present)]:
+                if self._stores.claims(path):  # a row holds the slot: its file is not read
+                    counts.unchanged += 1
+                    continue
                 loaded = self._loader.without_decoding(path, indexed.get(path), present.get(path))
                 if loaded is None:
                     to_decode.append(path)
@@ -418,6 +421,8 @@ class Indexer:
         # The folder is checked to be in place before the read, and again if the file is not
         # found: a folder moved away unseen took its sessions with it, and one that came back
         # between the read and a single check would keep a file it still holds out of the index.
+        if self._stores.claims(path):
+            return  # a row holds the slot: the locator (or a legacy file) there does not count
         if self.is_root(folder) and self._folders.verify(folder):
             loaded = self._loader.load(path, self.index.by_path(path), reread)
             if loaded.outcome is not Outcome.MISSING or self._folders.verify(folder):
