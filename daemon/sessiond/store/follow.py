@@ -76,8 +76,10 @@ class StoreSet:
             with self._lock:
                 self._dbs[folder] = db
             force = True
-        if not db.due(time.monotonic()) and not force:
-            return applied
+        if db.state is DbState.FAILED:  # retried once its backoff has passed, then in full
+            if not db.due(time.monotonic()) and not force:
+                return applied
+            force = True
         was = db.state
         try:
             diff = db.poll(force)

@@ -218,7 +218,7 @@ class Indexer:
                 self._stores.locator_seen(path)
         for folder in self._stores.due_folders(now):  # the slow timer, and failure retries
             if self.is_root(folder):
-                self._poll_store(folder, Counts(), retry=True)
+                self._poll_store(folder, Counts())
         if self._cache.due(now):
             self._guarded(self._cache.save)
         if self._reconcile_interval > 0 and now - self._reconciled_at > self._reconcile_interval:
@@ -443,9 +443,7 @@ class Indexer:
         if change is not None:
             self._notify(*change)
 
-    def _poll_store(
-        self, folder: str, counts: Counts, force: bool = False, retry: bool = False
-    ) -> None:
+    def _poll_store(self, folder: str, counts: Counts, force: bool = False) -> None:
         """Bring the index up to date with `folder`'s database, if it has one."""
 
         def upsert(record: SessionRecord) -> SessionRecord | None:
@@ -461,19 +459,21 @@ class Indexer:
             counts.removed += old is not None
             return old
 
-        applied = self._stores.poll(folder, upsert, remove, force or retry)
+        applied = self._stores.poll(folder, upsert, remove, force)
         self.index.set_database_folder(folder, self._stores.has_database(folder))
         for record in applied.saved:
             self._notify("saved", record)
         for record in applied.removed:
             self._notify("removed", record)
-        self._releasing = True
+        if not applied.released:
+            return
+        releasing, self._releasing = self._releasing, True  # this may run nested in a refresh
         try:
             for path in applied.released:  # a legacy file in the slot a row left counts again
                 self._refresh(path, counts)
                 self._recheck[path] = time.monotonic() + DANGLING_GRACE_S  # a locator left?
         finally:
-            self._releasing = False
+            self._releasing = releasing
 
     def _notify(self, kind: str, record: SessionRecord) -> None:
         if not self._building:  # what the initial build finds is not news
