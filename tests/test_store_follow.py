@@ -275,3 +275,27 @@ def test_a_database_that_appears_later_and_a_restart(daemons: DaemonFactory, bas
         client.sync()
         assert listed(client) == {legacy["id"]: 8, row["id"]: 4}
         assert client.get(row["id"], window=3) == before
+
+
+def test_commits_of_a_writer_that_stays_connected_are_seen(
+    daemons: DaemonFactory, base: str
+) -> None:
+    folder = Folder(base)
+    session = folder.session(1)
+    folder.store.save(session)
+    daemon = folder.daemon(daemons).start()
+    folder.store.hold()  # from now on, commits are WAL writes only: no close, no rename
+    try:
+        with daemon.client() as client:
+            client.sync()
+            for _ in range(3):
+                add_turn(session, folder.rng, 80)
+                folder.store.save(session)
+                count = len(session["messages"])
+                wait_for(  # no sync: the WAL's modify events (or, at worst, the slow timer)
+                    lambda c=count: client.get(session["id"])["header"]["message_count"] == c,
+                    30,
+                    "the commit to show",
+                )
+    finally:
+        folder.store.release()

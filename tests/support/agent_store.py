@@ -131,6 +131,17 @@ class AgentStore:
         self.path = os.path.join(folder, DB_NAME)
         self._saved: dict[str, tuple[int, int, int, str]] = {}  # id -> (rev, msgs, tools, header)
         self.stats = SaveStats()
+        self._held: sqlite3.Connection | None = None
+
+    def hold(self) -> None:
+        """Keep one connection open for every later save (not the agent's way, which opens and
+        closes one per save: a long-lived writer's commits show only as WAL writes)."""
+        self._held = self._open()
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     # --- connection: `store/connection.rs` ------------------------------------------------------
 
@@ -168,7 +179,7 @@ class AgentStore:
         suffix, as an edit or `/undo` does). An unchanged save opens no database."""
         if self._unchanged(session, rewrite_from, canonical):
             return self._saved[session["id"]][0]
-        conn = self._open()
+        conn = self._held or self._open()
         try:
             began = time.monotonic()
             conn.execute("BEGIN IMMEDIATE")
@@ -177,7 +188,8 @@ class AgentStore:
             conn.execute("COMMIT")
             self.stats.commits_s.append(time.monotonic() - began)
         finally:
-            conn.close()
+            if conn is not self._held:
+                conn.close()
         if publish_locator:
             self.publish_locator(session["id"])
         return revision
