@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from sessiond.store.export import StoredUnavailable, stored_history
+
 # serde_json writes every message starting with its first field, the role, as a string.
 _COMPACT_START = b'{"role":"'
 # Whitespace that compact serde_json never writes outside strings, and escapes inside them.
@@ -74,7 +76,17 @@ def read_history(path: str) -> History:
     """Read the session file at `path` and build its history object.
 
     Raises UnreadableSession when the file does not decode, OSError when it cannot be read.
+    A session of the agent's database is read from its row (docs/storage.md).
     """
+    try:
+        stored = stored_history(path)
+    except StoredUnavailable as exc:
+        raise UnreadableSession(str(exc)) from None
+    if stored is not None:
+        body, revision, count = stored
+        # No file version identifies a row: the revision stands in, so a restart re-reads it.
+        stat = FileStat(ino=0, size=revision, mtime_ns=0)
+        return History(body, fingerprint(body), stat, count, reencoded=False)
     with open(path, "rb") as fh:
         stat = FileStat.of(os.fstat(fh.fileno()))
         data = fh.read()
