@@ -9,8 +9,9 @@ import itertools
 import json
 from pathlib import Path
 
+import pytest
 from sessiond.sink import s3
-from sessiond.sink.config import MIN_PART_SIZE
+from sessiond.sink.config import MIN_PART_SIZE, SinkConfig
 from sessiond.sink.delta import (
     MAX_PART_SIZE,
     DeltaRefused,
@@ -121,3 +122,17 @@ def test_a_delta_of_several_new_parts(s3_server: S3Server, s3_bucket: str, tmp_p
     else:
         raise AssertionError("a delta on a replaced object was not refused")
     assert not client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
+
+
+def test_delta_uploads_can_be_turned_off_in_the_config() -> None:
+    env = {
+        "CODETETHER_HISTORY_S3_ENDPOINT": "http://127.0.0.1:9",
+        "CODETETHER_HISTORY_S3_BUCKET": "b",
+        "CODETETHER_HISTORY_S3_ACCESS_KEY": "a",
+        "CODETETHER_HISTORY_S3_SECRET_KEY": "s",
+    }
+    on = SinkConfig.from_env(env)
+    off = SinkConfig.from_env(env, {"delta_uploads": False})
+    assert on is not None and on.delta_uploads and off is not None and not off.delta_uploads
+    with pytest.raises(ValueError, match="delta_uploads must be true or false"):
+        SinkConfig.from_env(env, {"delta_uploads": 1})

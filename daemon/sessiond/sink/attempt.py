@@ -75,9 +75,11 @@ def run_attempt(
         message = f"cannot read {where}: {exc.strerror or type(exc).__name__}"
         return Outcome(FAILED, error=SinkError(UNREADABLE, message))
     previous = ledger.get(session_id)
-    extends = eligible(previous, len(history.body)) and history.starts_with(
-        previous.bytes,
-        previous.fp,  # type: ignore[union-attr]
+    extends = (
+        config.delta_uploads
+        and previous is not None
+        and eligible(previous, len(history.body))
+        and history.starts_with(previous.bytes, previous.fp)
     )
     if previous is not None and previous.fp == history.fingerprint:
         ledger.record(session_id, _entry(history, previous.etag, previous.md5_etags))
