@@ -17,6 +17,7 @@ from sessiond.logs import log_event
 from sessiond.server.ops import UploadStatus
 from sessiond.sink import HistorySink, SinkConfig
 from sessiond.sink.errors import classify
+from sessiond.sink.faults import Faults
 
 _EVENTS = {"upload_done": Event.UPLOAD_DONE, "upload_failed": Event.UPLOAD_FAILED}
 
@@ -50,7 +51,9 @@ class Uploads(UploadStatus):
             if event in _EVENTS:
                 publish(event_message(_EVENTS[event], fields))
 
-        return cls(HistorySink(config, locate, settings.state_dir, emit), config)
+        faults = Faults.from_env(env, settings.state_dir)  # test-only; see sink/faults.py
+        sink = HistorySink(config, locate, settings.state_dir, emit, faults=faults)
+        return cls(sink, config)
 
     @property
     def enabled(self) -> bool:

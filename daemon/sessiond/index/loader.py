@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from sessionctl.regular import FileTooLarge, NotRegularFile, is_transient, read_regular
+from sessionctl.store import is_locator
 
 from sessiond.index.decode import MAX_SESSION_FILE_BYTES, InvalidSession, decode_session
 from sessiond.index.records import FileVersion, SessionRecord, split_session_path
@@ -26,6 +27,7 @@ class Outcome(Enum):
     MISSING = "missing"  # no such file
     UNREADABLE = "unreadable"  # exists, but cannot be read (permissions, I/O error)
     RETRY = "retry"  # the daemon is out of descriptors or memory: says nothing about the file
+    LOCATOR = "locator"  # the agent database's marker: the session is a row (docs/storage.md)
 
 
 @dataclass(slots=True)
@@ -53,6 +55,8 @@ def read_and_decode(path: str) -> Loaded:
     except MemoryError:
         return Loaded(Outcome.RETRY, error="out of memory")
     version = FileVersion.of(st)
+    if is_locator(data):
+        return Loaded(Outcome.LOCATOR, version=version)
     try:
         decoded = decode_session(data, header_only=True)
         return Loaded(Outcome.DECODED, SessionRecord.from_decoded(path, version, decoded))
@@ -136,7 +140,7 @@ class HeaderLoader:
         return self._cached.get(folder, {}).pop(stem, None)
 
     def _remember(self, path: str, loaded: Loaded) -> Loaded:
-        if loaded.outcome is Outcome.INVALID and loaded.version is not None:
+        if loaded.outcome in (Outcome.INVALID, Outcome.LOCATOR) and loaded.version is not None:
             self._invalid[path] = loaded.version
         elif loaded.outcome in (Outcome.DECODED, Outcome.MISSING):
             self._invalid.pop(path, None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import msgspec
 from sessionctl.regular import read_regular
 
+from sessiond.index.database_records import StoredRecord
 from sessiond.index.decode import (
     MAX_SESSION_FILE_BYTES,
     InvalidSession,
@@ -21,6 +22,7 @@ from sessiond.index.decode import (
     windowed_session,
 )
 from sessiond.index.records import FileVersion, SessionRecord
+from sessiond.store.export import StoredUnavailable, stored_tail
 
 DEFAULT_BUDGET_BYTES = 64 * 1024 * 1024
 _encoder = msgspec.json.Encoder()
@@ -84,6 +86,12 @@ class TailCache:
 
 
 def _cut(record: SessionRecord, window: int) -> Tail:
+    if isinstance(record, StoredRecord):  # a row of the agent's database
+        try:
+            stored = stored_tail(record, window)
+        except StoredUnavailable as exc:
+            raise TailUnavailable(str(exc)) from None
+        return Tail(stored.record, stored.session, stored.dropped)
     try:
         st, data = read_regular(record.path, MAX_SESSION_FILE_BYTES)
         version = FileVersion.of(st)
