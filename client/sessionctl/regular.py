@@ -15,6 +15,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -41,6 +43,26 @@ class FileTooLarge(Refused):
 
 def is_transient(exc: OSError) -> bool:
     return exc.errno in TRANSIENT_ERRNOS
+
+
+@contextmanager
+def open_regular(path: str) -> Iterator[tuple[int, os.stat_result]]:
+    """The descriptor and `fstat` of `path` opened for reading without blocking, when it is a
+    regular file (else NotRegularFile); closed on leaving. For readers of part of a file."""
+    fd = os.open(path, _FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(st, "not a regular file", path)
+        yield fd, st
+    finally:
+        os.close(fd)
+
+
+def read_prefix(path: str, size: int) -> bytes:
+    """The first `size` bytes (or fewer) of the regular file at `path`."""
+    with open_regular(path) as (fd, _):
+        return os.read(fd, size)
 
 
 def read_regular(path: str, limit: int) -> tuple[os.stat_result, bytes]:

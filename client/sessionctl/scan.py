@@ -27,7 +27,7 @@ from sessionctl.document import (
     validate_document,
     windowed_session,
 )
-from sessionctl.regular import read_regular
+from sessionctl.regular import open_regular, read_regular
 
 if TYPE_CHECKING:
     from sessionctl.store_scan import StoredLoaded
@@ -162,11 +162,10 @@ def file_contains(path: str, needle: bytes) -> bool:
     if not needle:
         return True
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < len(needle) or size > MAX_PREFILTER_BYTES:
+        with open_regular(path) as (fd, st):
+            if st.st_size < len(needle) or st.st_size > MAX_PREFILTER_BYTES:
                 return False
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
                 return view.find(needle) >= 0
     except (OSError, ValueError):
         return False
