@@ -64,7 +64,7 @@ def stored_tail(record: StoredRecord, window: int, stores: StoreSet = SHARED) ->
     usage: dict[str, Any] = msgspec.json.decode(doc.usage)
     session = {
         "id": doc.id,
-        "title": doc.title,
+        "title": header.title,
         "created_at": doc.created_at,
         "updated_at": doc.updated_at,
         "metadata": legacy_metadata(msgspec.json.decode(doc.metadata)),
