@@ -52,7 +52,9 @@ _SELF = In.IN_DELETE_SELF | In.IN_MOVE_SELF
 class FsEvent(NamedTuple):
     # "changed" (created/closed/moved-to), "attrib" (mode, owner or times set: the content may
     # be the same, its readability not), "gone" (deleted/moved-from), "folder_gone" (the
-    # watched folder itself), "overflow" (the kernel dropped events; the folder needs a rescan)
+    # watched folder itself), "folder_attrib" (the watched folder's mode, owner or times were
+    # set: it may be readable again), "overflow" (the kernel dropped events; the folder needs
+    # a rescan)
     kind: str
     path: str
 
@@ -76,6 +78,8 @@ class _FolderCallback:
         mask = event.mask
         if mask & _SELF:
             self.on_watch_deleted(event.wd)
+        elif not event.name and mask & In.IN_ATTRIB:
+            self._deliver(FsEvent("folder_attrib", self.folder))  # its mode may have changed
         elif event.name and not mask & In.IN_ISDIR:
             path = os.path.join(self.folder, os.fsdecode(event.name))
             if mask & _GONE:
