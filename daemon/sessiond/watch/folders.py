@@ -363,6 +363,17 @@ class FolderSet:
         if poll is None or (not force and now < poll.due) or not self.registry:
             return
         poll.due = now + POLL_INTERVAL_S
+        if now >= poll.watch_retry:
+            poll.watch_retry = now + WATCH_RETRY_S
+            try:
+                self._watcher.watch(self.registry)
+            except OSError:
+                pass
+            else:
+                self._registry_polled = None
+                log_event("root_watched", root=self.registry)
+                self.read_registry()
+                return
         try:
             signature = _signature(self.registry)
         except OSError:
@@ -388,7 +399,8 @@ class FolderSet:
         except OSError as exc:
             if exc.errno in _NOT_THERE:
                 return
-            self._registry_polled = _Poll(due=time.monotonic() + POLL_INTERVAL_S)
+            now = time.monotonic()
+            self._registry_polled = _Poll(due=now, watch_retry=now + WATCH_RETRY_S)
             log_event(
                 "root_unwatchable",
                 logging.WARNING,
