@@ -34,9 +34,11 @@ from sessiond.watch.watcher import FolderWatcher
 POLL_INTERVAL_S = 1.0  # how often a polled folder is stat'ed
 WATCH_RETRY_S = 60.0  # how often a polled folder is offered to inotify again
 PENDING_GRACE_S = 60.0
-"""How long a vanished folder only the registry names is looked for at every pending check
-(it may come back, moved or as a symlink); later only at rescans and by a pointer's event (the
-agent writes the pointer on every save)."""
+"""How long a folder only the registry names is looked for at every pending check after it
+moved away (it may come back, or a symlink be put in its place). One that was deleted, or is
+not there when a pointer names it, or whose grace is over, is dormant: not served, not looked
+for, until a pointer's event names it again (the agent writes the pointer on every save) or a
+rescan finds it there."""
 _NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
 
@@ -168,10 +170,25 @@ class FolderSet:
         if not os.path.isdir(folder):
             if confined:  # asked about, but there is nothing to serve
                 self._withdraw_all(folder)
+            elif sources == {Source.REGISTRY} and not self._in_grace(folder):
+                self._make_dormant(folder)
             else:
                 self._vanished.setdefault(folder, time.monotonic())
             return False
         return self._serve(root)
+
+    def _in_grace(self, folder: str) -> bool:
+        since = self._vanished.get(folder)
+        return since is not None and time.monotonic() - since <= PENDING_GRACE_S
+
+    def _make_dormant(self, folder: str) -> None:
+        """Keep the claims, forget the folder: nothing looks for it until a claim is made
+        again (see PENDING_GRACE_S)."""
+        with self._lock:
+            root = self._roots.pop(folder, None)
+        self._vanished.pop(folder, None)
+        if root is not None:
+            self._stop_serving(root)
 
     def _withdraw_all(self, folder: str) -> None:
         with self._lock:
@@ -232,17 +249,21 @@ class FolderSet:
         self._polls.pop(root.path, None)
         self._forget(root.path)
 
-    def gone(self, folder: str) -> None:
-        """`folder` was removed or moved away: unwatch it, forget its sessions, keep looking
-        (at its claims' paths, resolved again: they may lead somewhere else now)."""
+    def gone(self, folder: str, deleted: bool = False) -> None:
+        """`folder` was deleted or moved away: unwatch it, forget its sessions, keep looking
+        (at its claims' paths, resolved again: they may lead somewhere else now), except for
+        a deleted folder only the registry names, which is dormant (see PENDING_GRACE_S)."""
         with self._lock:
             root = self._roots.get(folder)
         if root is None:
             self._watcher.unwatch(folder)
             return
         self._stop_serving(root)
-        self._vanished[folder] = time.monotonic()
         log_event("root_gone", root=folder)
+        if deleted and root.sources == {Source.REGISTRY}:
+            self._make_dormant(folder)
+        else:
+            self._vanished[folder] = time.monotonic()
 
     def verify(self, folder: str) -> bool:
         """True when `folder` is served and its path still leads to the served folder. One
@@ -261,12 +282,10 @@ class FolderSet:
         self.gone(folder)
         return False
 
-    def check_pending(self, everything: bool = False) -> None:
+    def check_pending(self) -> None:
         """Serve the folders that exist now (their claims resolved again: a folder replaced
-        by a symlink is followed), and watch the registry once it exists. Vanished folders
-        only the registry names are looked for only during their grace, unless `everything`
-        (a rescan)."""
-        now = time.monotonic()
+        by a symlink is followed), and watch the registry once it exists. Dormant folders are
+        not looked for (see PENDING_GRACE_S)."""
         with self._lock:
             pending = {
                 r.path: set(r.sources)
@@ -275,13 +294,8 @@ class FolderSet:
             }
             claims = [(c, f) for c, f in self._claims.items() if f in pending]
         for claim, folder in claims:
-            since = self._vanished.get(folder)
-            if (
-                not everything
-                and pending[folder] == {Source.REGISTRY}
-                and since is not None
-                and now - since > PENDING_GRACE_S
-            ):
+            if pending[folder] == {Source.REGISTRY} and not self._in_grace(folder):
+                self._make_dormant(folder)
                 continue
             self.add(claim.named, claim.source)
         if self.registry:
@@ -293,9 +307,9 @@ class FolderSet:
         with self._lock:
             claims = list(self._claims.items())
         for claim, folder in claims:
-            if root_key(claim.named) != folder:
+            if root_key(claim.named) != folder or not self.is_root(folder):  # or dormant
                 self.add(claim.named, claim.source)
-        self.check_pending(everything=True)
+        self.check_pending()
         with self._lock:
             confined = [r.path for r in self._roots.values() if r.sources == {Source.WORKSPACE}]
         for folder in confined:

@@ -279,9 +279,9 @@ class Indexer:
                 flush()
                 self._run_call(item)
             elif isinstance(item, FsEvent):
-                if item.kind == "folder_gone":
+                if item.kind in ("folder_gone", "folder_deleted"):
                     flush()
-                    self._folders.gone(item.path)
+                    self._folders.gone(item.path, deleted=item.kind == "folder_deleted")
                 elif item.kind == "folder_attrib":
                     # Its mode may have changed: a folder readable again is read again now.
                     flush()
@@ -403,7 +403,7 @@ class Indexer:
             if os.path.isdir(folder):
                 present.append(folder)
             else:  # removed or moved away without an event we could see
-                self._folders.gone(folder)
+                self._folders.gone(folder, deleted=True)
         try:
             self._scan_roots(present, counts)
         finally:
