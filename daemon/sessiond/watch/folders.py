@@ -89,6 +89,7 @@ class FolderSet:
         self._confine = confine
         self._roots: dict[str, Root] = {}
         self._claims: dict[Claim, str] = {}  # claim -> the folder it resolves to
+        self._by_folder: dict[str, set[Claim]] = {}  # and back
         self._lock = threading.Lock()
         self._unwatchable: set[str] = set()
         self._polls: dict[str, _Poll] = {}  # polled folder -> its last look
@@ -131,7 +132,11 @@ class FolderSet:
         folder = root_key(named)
         with self._lock:
             old = self._claims.get(claim)
-            self._claims[claim] = folder
+            if old != folder:
+                if old is not None:
+                    self._unclaim(claim)
+                self._claims[claim] = folder
+                self._by_folder.setdefault(folder, set()).add(claim)
         if old is not None and old != folder:
             self._settle(old)
         return self._settle(folder)
@@ -139,15 +144,26 @@ class FolderSet:
     def withdraw(self, source: Source, named: str) -> None:
         """`source` no longer names the folder `named`."""
         with self._lock:
-            folder = self._claims.pop(Claim(source, os.path.abspath(named)), None)
+            folder = self._unclaim(Claim(source, os.path.abspath(named)))
         if folder is not None:
             self._settle(folder)
+
+    def _unclaim(self, claim: Claim) -> str | None:
+        """Forget `claim` (under the lock); returns the folder it resolved to."""
+        folder = self._claims.pop(claim, None)
+        if folder is not None:
+            claims = self._by_folder.get(folder)
+            if claims is not None:
+                claims.discard(claim)
+                if not claims:
+                    del self._by_folder[folder]
+        return folder
 
     def _settle(self, folder: str) -> bool:
         """Bring `folder` in line with its claims: drop it when none is left, else serve it
         if it can be; true when it is served."""
         with self._lock:
-            sources = {c.source for c, f in self._claims.items() if f == folder}
+            sources = {c.source for c in self._by_folder.get(folder, ())}
             root = self._roots.get(folder)
             if not sources:
                 if root is not None:
@@ -168,9 +184,12 @@ class FolderSet:
         if root.watched or root.polled:
             return True
         if not os.path.isdir(folder):
-            if confined:  # asked about, but there is nothing to serve
-                self._withdraw_all(folder)
-            elif sources == {Source.REGISTRY} and not self._in_grace(folder):
+            if Source.WORKSPACE in sources:  # asked about, but there is nothing to serve
+                self._withdraw_workspace(folder)
+                sources -= {Source.WORKSPACE}
+            if not sources:
+                return False
+            if sources == {Source.REGISTRY} and not self._in_grace(folder):
                 self._make_dormant(folder)
             else:
                 self._vanished.setdefault(folder, time.monotonic())
@@ -190,12 +209,18 @@ class FolderSet:
         if root is not None:
             self._stop_serving(root)
 
-    def _withdraw_all(self, folder: str) -> None:
+    def _withdraw_workspace(self, folder: str) -> None:
+        """The workspaces asked about no longer have `folder`: their claims go."""
         with self._lock:
-            for claim in [c for c, f in self._claims.items() if f == folder]:
-                del self._claims[claim]
-            root = self._roots.pop(folder, None)
-        if root is not None:
+            for claim in list(self._by_folder.get(folder, ())):
+                if claim.source is Source.WORKSPACE:
+                    self._unclaim(claim)
+            root = self._roots.get(folder)
+            if root is not None:
+                root.sources.discard(Source.WORKSPACE)
+                if not root.sources:
+                    del self._roots[folder]
+        if root is not None and not root.sources:
             self._drop(root)
 
     def _serve(self, root: Root) -> bool:
@@ -255,8 +280,9 @@ class FolderSet:
         a deleted folder only the registry names, which is dormant (see PENDING_GRACE_S)."""
         with self._lock:
             root = self._roots.get(folder)
-        if root is None:
+        if root is None:  # the registry, or a folder no longer served
             self._watcher.unwatch(folder)
+            self._forget(folder)  # its cookies too
             return
         self._stop_serving(root)
         log_event("root_gone", root=folder)
@@ -292,7 +318,7 @@ class FolderSet:
                 for r in self._roots.values()
                 if not r.watched and not r.polled
             }
-            claims = [(c, f) for c, f in self._claims.items() if f in pending]
+            claims = [(c, f) for f in pending for c in self._by_folder.get(f, ())]
         for claim, folder in claims:
             if pending[folder] == {Source.REGISTRY} and not self._in_grace(folder):
                 self._make_dormant(folder)
