@@ -6,10 +6,11 @@ followed."""
 from __future__ import annotations
 
 import os
+import signal
 
 from support import reference
 from support.corpus import agent_env
-from support.daemon import DaemonFactory
+from support.daemon import DaemonFactory, wait_for
 from support.robust import Agent, assert_every_answer, expect_not_found
 
 
@@ -131,3 +132,30 @@ def test_pointers_to_system_folders_are_not_followed(base: str, daemons: DaemonF
         assert roots == {agent.folders[workspace]}
         assert not [n for n in os.listdir("/etc") if n.startswith(".sessiond-cookie-")]
         assert_every_answer(client, agent.served(), agent.workspaces, list(agent.docs))
+
+
+def test_a_folder_taken_out_of_the_config_is_dropped_at_reload(
+    base: str, daemons: DaemonFactory
+) -> None:
+    agent = Agent(base, os.path.join(base, "ws"))
+    agent.sim.write_pointer = False
+    kept, removed = (agent.add_workspace(n) for n in ("kept", "removed"))
+    for workspace in (kept, removed):
+        agent.save(agent.new(workspace))
+    folders = [agent.folders[kept], agent.folders[removed]]
+    config = os.path.join(base, "sessiond.toml")
+    with open(config, "w") as fh:
+        fh.write(f"sessions_dirs = {folders!r}\ndiscover = false\n".replace("'", '"'))
+    daemon = daemons(extra_args=["--config", config]).start()
+    with daemon.client() as client:
+        client.sync()
+        assert {r["path"] for r in client.status()["roots"]} == set(folders)
+        with open(config, "w") as fh:
+            fh.write(f'sessions_dirs = ["{folders[0]}"]\ndiscover = false\n')
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.events_named("root_dropped"), 15, "the reload to drop it")
+        client.sync()
+        assert {r["path"] for r in client.status()["roots"]} == {folders[0]}
+        ids = [d["id"] for d in agent.docs.values()]
+        assert_every_answer(client, folders[:1], [kept, removed], ids)
