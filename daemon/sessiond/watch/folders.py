@@ -17,7 +17,6 @@ read it) is polled instead.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
@@ -28,37 +27,22 @@ from dataclasses import dataclass
 from sessionctl.agent import POINTER_SUFFIX, SESSIONS_DIR_NAME, pointer_target_dir
 
 from sessiond.logs import log_event
+from sessiond.watch.polling import NOT_THERE, POLL_INTERVAL_S, Look, Poll
 from sessiond.watch.roots import Discovery, Root, Source, root_key
 from sessiond.watch.watcher import FolderWatcher
 
-POLL_INTERVAL_S = 1.0  # how often a polled folder is stat'ed
-WATCH_RETRY_S = 60.0  # how often a polled folder is offered to inotify again
 PENDING_GRACE_S = 60.0
 """How long a folder only the registry names is looked for at every pending check after it
 moved away (it may come back, or a symlink be put in its place). One that was deleted, or is
 not there when a pointer names it, or whose grace is over, is dormant: not served, not looked
 for, until a pointer's event names it again (the agent writes the pointer on every save) or a
 rescan finds it there."""
-_NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
 
 @dataclass(frozen=True)
 class Claim:
     source: Source
     named: str  # the folder as the source names it (not resolved)
-
-
-@dataclass
-class _Poll:
-    signature: tuple[int, ...] | None = None
-    due: float = 0.0
-    watch_retry: float = 0.0
-    recent: int = 0  # polls left that rescan whatever the stat says (a change in the same tick)
-
-
-def _signature(folder: str) -> tuple[int, ...]:
-    st = os.stat(folder)
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_nlink)
 
 
 def holds_sessions(folder: str) -> bool:
@@ -92,9 +76,9 @@ class FolderSet:
         self._by_folder: dict[str, set[Claim]] = {}  # and back
         self._lock = threading.Lock()
         self._unwatchable: set[str] = set()
-        self._polls: dict[str, _Poll] = {}  # polled folder -> its last look
+        self._polls: dict[str, Poll] = {}  # polled folder -> its last look
         self._vanished: dict[str, float] = {}  # pending folder -> when it was last there
-        self._registry_polled: _Poll | None = None
+        self._registry_polled: Poll | None = None
 
     @property
     def registry(self) -> str | None:
@@ -228,7 +212,7 @@ class FolderSet:
         try:
             self._watcher.watch(folder)
         except OSError as exc:
-            if exc.errno in _NOT_THERE:
+            if exc.errno in NOT_THERE:
                 return False  # gone again since it was seen: still pending, nothing to report
             self._poll_instead(root, exc)
         else:
@@ -244,12 +228,7 @@ class FolderSet:
         folder = root.path
         root.polled = True
         now = time.monotonic()
-        poll = self._polls[folder] = _Poll(due=now + POLL_INTERVAL_S)
-        poll.watch_retry = now + WATCH_RETRY_S
-        try:
-            poll.signature = _signature(folder)
-        except OSError:
-            poll.signature = None
+        self._polls[folder] = Poll.start(folder, now)
         if folder not in self._unwatchable:  # say it once, not at every retry
             self._unwatchable.add(folder)
             log_event(
@@ -351,38 +330,22 @@ class FolderSet:
 
     def poll(self, force: bool = False) -> list[str]:
         """Look at the polled folders that are due (all of them when `force`: a `sync`);
-        returns those whose content may have changed (the caller scans them). A folder that
-        can be watched again is watched (and returned: it needs a scan)."""
+        returns those whose files need a look (the caller scans them). A folder that can be
+        watched again is watched (and returned: it needs a scan)."""
         now = time.monotonic()
         changed: list[str] = []
         for folder, poll in list(self._polls.items()):
-            if not force and now < poll.due:
+            look = poll.look(now, force)
+            if look is Look.NOT_DUE:
                 continue
-            poll.due = now + POLL_INTERVAL_S
-            try:
-                signature = _signature(folder)
-            except OSError as exc:
-                if exc.errno in _NOT_THERE:
-                    self.gone(folder)
-                    continue
-                signature = None
-            old, poll.signature = poll.signature, signature
-            if signature != old:
-                poll.recent = 2  # changes in the same clock tick show as no change
-            # Offered to inotify again now and then, and when its mode changed (unreadable
-            # folders cannot be watched: one readable again is watched at once).
-            mode_changed = (signature or (0,) * 5)[4] != (old or (0,) * 5)[4]
-            if (mode_changed or now >= poll.watch_retry) and self._try_watch(folder, poll, now):
-                changed.append(folder)
-                continue
-            if force or poll.recent:
-                poll.recent = max(0, poll.recent - 1)
+            if look is Look.GONE:
+                self.gone(folder)
+            elif (poll.watch_due(now) and self._try_watch(folder)) or look is Look.CHANGED:
                 changed.append(folder)
         self._poll_registry(now, force)
         return changed
 
-    def _try_watch(self, folder: str, poll: _Poll, now: float) -> bool:
-        poll.watch_retry = now + WATCH_RETRY_S
+    def _try_watch(self, folder: str) -> bool:
         try:
             self._watcher.watch(folder)
         except OSError:
@@ -399,28 +362,26 @@ class FolderSet:
         return True
 
     def _poll_registry(self, now: float, force: bool) -> None:
-        poll = self._registry_polled
-        if poll is None or (not force and now < poll.due) or not self.registry:
+        poll, registry = self._registry_polled, self.registry
+        if poll is None or registry is None:
             return
-        poll.due = now + POLL_INTERVAL_S
-        if now >= poll.watch_retry:
-            poll.watch_retry = now + WATCH_RETRY_S
+        look = poll.look(now, force)
+        if look is Look.GONE:
+            self._registry_polled = None  # looked for by the pending checks, as at start
+            return
+        if look is Look.NOT_DUE:
+            return
+        if poll.watch_due(now):
             try:
-                self._watcher.watch(self.registry)
+                self._watcher.watch(registry)
             except OSError:
                 pass
             else:
                 self._registry_polled = None
-                log_event("root_watched", root=self.registry)
+                log_event("root_watched", root=registry)
                 self.read_registry()
                 return
-        try:
-            signature = _signature(self.registry)
-        except OSError:
-            return
-        if signature != poll.signature or poll.recent or force:
-            poll.recent = 2 if signature != poll.signature else max(0, poll.recent - 1)
-            poll.signature = signature
+        if look is Look.CHANGED:
             self.read_registry()
 
     # --- the registry -----------------------------------------------------------------------
@@ -437,10 +398,9 @@ class FolderSet:
         try:
             self._watcher.watch(registry)
         except OSError as exc:
-            if exc.errno in _NOT_THERE:
+            if exc.errno in NOT_THERE:
                 return
-            now = time.monotonic()
-            self._registry_polled = _Poll(due=now, watch_retry=now + WATCH_RETRY_S)
+            self._registry_polled = Poll.start(registry, time.monotonic())
             log_event(
                 "root_unwatchable",
                 logging.WARNING,
