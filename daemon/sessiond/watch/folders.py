@@ -47,7 +47,7 @@ class Claim:
 
 def holds_sessions(folder: str) -> bool:
     """Whether the agent could keep sessions in `folder`: its sessions folders are always
-    `<data dir>/sessions` (codetether-format §1.1), so a pointer naming anything else (`/`,
+    `<data dir>/sessions` (docs/protocol.md, "status"), so a pointer naming anything else (`/`,
     `/etc`) names no sessions folder and is not followed."""
     return os.path.basename(folder) == SESSIONS_DIR_NAME and folder != "/"
 

@@ -330,7 +330,7 @@ class Indexer:
 
     def _confine(self, folder: str, confined: bool) -> None:
         """A folder served only because workspaces were asked about answers only the
-        workspaces whose sessions folder it is by the agent's rules (interface §2)."""
+        workspaces whose sessions folder it is by the agent's rules (docs/protocol.md, "status")."""
         if not confined:
             self.index.confine(folder, None)
             return
