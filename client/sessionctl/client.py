@@ -15,7 +15,8 @@ import threading
 import time
 
 from sessionctl import protocol
-from sessionctl.socket_path import default_socket_path
+from sessionctl.socket_path import IMPERSONATION_HINT as HINT
+from sessionctl.socket_path import default_socket_path, folder_problem
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs 2 ms to import: annotations only
@@ -63,9 +64,6 @@ class DaemonError(ClientError):
         self.response = response
 
 
-_UNTRUSTED_HINT = "another user may be impersonating sessiond"
-
-
 def _check_folder(path: str) -> None:
     """Refuse a socket whose folder another user owns or may write in (docs/protocol.md,
     "Trusting the socket"): such a user could have put their own listener there. One stat; a
@@ -75,17 +73,9 @@ def _check_folder(path: str) -> None:
         st = os.stat(folder)
     except OSError:
         return
-    uid = os.getuid()
-    if st.st_uid != uid:
-        raise DaemonUntrusted(
-            f"refusing {path}: its folder {folder} belongs to uid {st.st_uid}, not to you "
-            f"(uid {uid}); {_UNTRUSTED_HINT}"
-        )
-    if st.st_mode & 0o022:
-        raise DaemonUntrusted(
-            f"refusing {path}: its folder {folder} is writable by others "
-            f"(mode {st.st_mode & 0o7777:o}); {_UNTRUSTED_HINT}"
-        )
+    problem = folder_problem(st, os.getuid())
+    if problem is not None:
+        raise DaemonUntrusted(f"refusing {path}: its folder {folder} {problem}; {HINT}")
 
 
 def _check_peer(path: str, sock: _socket.socket) -> None:
@@ -97,7 +87,7 @@ def _check_peer(path: str, sock: _socket.socket) -> None:
     if peer != uid:
         raise DaemonUntrusted(
             f"refusing {path}: the process answering on it runs as uid {peer}, not as you "
-            f"(uid {uid}); {_UNTRUSTED_HINT}"
+            f"(uid {uid}); {HINT}"
         )
 
 
