@@ -12,11 +12,14 @@
      put on sys.path by hand), to see what the entry point costs;
    - `sessionctl resume --no-fallback` with the daemon down (exit 3), and the fallback scan
      (`sessionctl resume` with the daemon down, every folder of the agent's registry).
+   All of these in a clean venv holding the client as pip installs it (see clean_install());
+   then `python -c pass` and `sessionctl resume` of this checkout's editable venv, whose
+   `site` runs setuptools' editable finder on every start.
 2. The daemon's `ping` and `resume` alternating on one raw connection (pre-encoded requests,
    each reply read to its newline): p50/p99 of each, the same run, the same connection.
 
 The client's bytecode is compiled first, as an installed package's is (an editable install
-with PYTHONDONTWRITEBYTECODE would compile every module on every start).
+under PYTHONDONTWRITEBYTECODE would compile every module on every start).
 
     python bench/bench_client.py                 # the 10,000-session corpus of bench_resume.py
     python bench/bench_client.py --quick         # 300 small sessions, a few rounds
@@ -49,7 +52,7 @@ for _path in (BENCH_DIR, REPO_ROOT):
 
 import corpus as corpus_mod  # noqa: E402
 import sessionctl  # noqa: E402
-from common import log  # noqa: E402
+from common import log, percentile  # noqa: E402
 from harness import raw_times, sessionctl_command, start_daemon, summary  # noqa: E402
 from sessionctl import Client  # noqa: E402
 
@@ -69,13 +72,6 @@ while not b.endswith(b"\\n"):
 print(json.loads(b)["session_id"])
 """
 
-NO_SITE_LAUNCHER = f"""\
-import sys
-sys.path.insert(0, {CLIENT_DIR!r})
-from sessionctl.cli import main
-sys.exit(main())
-"""
-
 
 @dataclass
 class Mode:
@@ -84,45 +80,108 @@ class Mode:
     cmd: list[str]
     rc: int = 0
     every: int = 1  # run in one round out of `every` (the slow scan)
+    answers: bool = False  # prints the session id
 
 
-def modes(sock: str, workspace: str) -> list[Mode]:
-    py = sys.executable
+@dataclass
+class Install:
+    """A Python environment holding the client, and its `sessionctl` script."""
+
+    python: str
+    script: list[str]
+    client_dir: str  # the folder holding the sessionctl package
+
+
+def clean_install(work: str) -> Install:
+    """A fresh venv (no pip, no other package) holding the client as pip would install it:
+    the package in site-packages with its bytecode compiled, and the console-script wrapper
+    pip writes (copied from this environment's script). What a user's `pipx install` runs,
+    without the editable finder that this checkout's `pip install -e` adds to every start."""
+    venv = os.path.join(work, "venv")
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", venv], check=True)
+    python = os.path.join(venv, "bin", "python")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    shutil.copytree(
+        os.path.join(CLIENT_DIR, "sessionctl"),
+        os.path.join(site, "sessionctl"),
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    compileall.compile_dir(os.path.join(site, "sessionctl"), quiet=1)
+    script = os.path.join(venv, "bin", "sessionctl")
+    ours = sessionctl_command()
+    if len(ours) == 1:
+        with open(ours[0], encoding="utf-8") as fh:
+            body = fh.read().split("\n", 1)[1]
+    else:
+        body = "import sys\nfrom sessionctl.cli import main\nsys.exit(main())\n"
+    with open(script, "w", encoding="utf-8") as fh:
+        fh.write(f"#!{python}\n{body}")
+    os.chmod(script, 0o755)
+    return Install(python, [script], site)
+
+
+def no_site_launcher(client_dir: str) -> str:
+    return (
+        f"import sys\nsys.path.insert(0, {client_dir!r})\n"
+        "from sessionctl.cli import main\nsys.exit(main())\n"
+    )
+
+
+def modes(clean: Install, dev: Install, sock: str, workspace: str) -> list[Mode]:
+    py = clean.python
     resume = ["resume", "--workspace", workspace]
-    script = sessionctl_command()
+    floor = [py, "-c", FLOOR, sock, workspace]
+    launcher = [py, "-I", "-S", "-c", no_site_launcher(clean.client_dir)]
     return [
         Mode("python", "python -c pass", [py, "-c", "pass"]),
         Mode("python_no_site", "python -I -S -c pass", [py, "-I", "-S", "-c", "pass"]),
-        Mode(
-            "floor", "floor: json + _socket, one resume, print", [py, "-c", FLOOR, sock, workspace]
-        ),
+        Mode("floor", "floor: json + _socket, one resume, print", floor, answers=True),
         Mode(
             "import_cli", 'python -c "import sessionctl.cli"', [py, "-c", "import sessionctl.cli"]
         ),
         Mode(
-            "sessionctl", "sessionctl resume (console script)", [*script, *resume, "--socket", sock]
+            "sessionctl",
+            "sessionctl resume",
+            [*clean.script, *resume, "--socket", sock],
+            answers=True,
         ),
         Mode(
             "module",
             "python -m sessionctl resume",
             [py, "-m", "sessionctl", *resume, "--socket", sock],
+            answers=True,
         ),
         Mode(
             "no_site",
-            "launcher without site (python -I -S)",
-            [py, "-I", "-S", "-c", NO_SITE_LAUNCHER, *resume, "--socket", sock],
+            "sessionctl resume, launcher without site (-I -S)",
+            [*launcher, *resume, "--socket", sock],
+            answers=True,
         ),
         Mode(
             "down_no_fallback",
             "sessionctl resume --no-fallback, daemon down (exit 3)",
-            [*script, *resume, "--socket", DOWN, "--no-fallback"],
+            [*clean.script, *resume, "--socket", DOWN, "--no-fallback"],
             rc=3,
         ),
         Mode(
             "fallback",
             "sessionctl resume, daemon down: fallback scan",
-            [*script, *resume, "--socket", DOWN],
+            [*clean.script, *resume, "--socket", DOWN],
             every=3,
+            answers=True,
+        ),
+        Mode("dev_python", "editable venv: python -c pass", [dev.python, "-c", "pass"]),
+        Mode(
+            "dev_sessionctl",
+            "editable venv: sessionctl resume",
+            [*dev.script, *resume, "--socket", sock],
+            answers=True,
         ),
     ]
 
@@ -134,32 +193,36 @@ def timed(cmd: Sequence[str], env: dict[str, str], cwd: str) -> tuple[float, int
 
 
 def processes(
-    sock: str, picks: Sequence[str], expected: dict[str, str], env: dict[str, str], work: str
+    installs: tuple[Install, Install],
+    sock: str,
+    picks: Sequence[str],
+    expected: dict[str, str],
+    env: dict[str, str],
+    work: str,
 ) -> dict[str, Any]:
-    by_mode = modes(sock, picks[0])
+    by_mode = modes(*installs, sock, picks[0])
     times: dict[str, list[float]] = {m.name: [] for m in by_mode}
     wrong: dict[str, int] = {m.name: 0 for m in by_mode}
     for mode in by_mode:  # warm-up: page cache, and a first check that each mode works
-        _, rc, _ = timed(mode.cmd, env, work)
+        _, rc, out = timed(mode.cmd, env, work)
         if rc != mode.rc:
-            raise RuntimeError(f"{mode.label}: exit {rc}, expected {mode.rc}: {mode.cmd}")
+            raise RuntimeError(f"{mode.label}: exit {rc}, expected {mode.rc}: {out}")
     for i, workspace in enumerate(picks):
-        for mode in modes(sock, workspace):
+        for mode in modes(*installs, sock, workspace):
             if i % mode.every:
                 continue
             elapsed, rc, out = timed(mode.cmd, env, work)
             if rc != mode.rc:
                 raise RuntimeError(f"{mode.label}: exit {rc}, expected {mode.rc}")
             times[mode.name].append(elapsed)
-            if mode.name in ("floor", "sessionctl", "module", "no_site", "fallback"):
-                wrong[mode.name] += out != expected[workspace]
+            wrong[mode.name] += mode.answers and out != expected[workspace]
         if (i + 1) % 10 == 0:
             log(f"process rounds: {i + 1}/{len(picks)}")
     return {
         m.name: {
             "label": m.label,
             "median_ms": round(statistics.median(times[m.name]) * 1000, 2),
-            "p90_ms": round(sorted(times[m.name])[int(0.9 * (len(times[m.name]) - 1))] * 1000, 2),
+            "p90_ms": round(percentile(times[m.name], 90) * 1000, 2),
             "runs": len(times[m.name]),
             "wrong": wrong[m.name],
         }
@@ -272,7 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         log(f"daemon: {results['daemon']}")
         picks = [rng.choice(paths) for _ in range(pick(args.rounds, 6, 30))]
-        results["process"] = processes(daemon.socket, picks, expected, env, work)
+        dev = Install(sys.executable, sessionctl_command(), CLIENT_DIR)
+        installs = (clean_install(work), dev)
+        results["process"] = processes(installs, daemon.socket, picks, expected, env, work)
     finally:
         daemon.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -41,6 +41,8 @@ NOT_ON_THE_HOT_PATH = frozenset(
         "mmap",
         "pathlib",
         "datetime",
+        "threading",  # the client's one lock comes from _thread
+        "math",  # only for --timeout
     }
 )
 

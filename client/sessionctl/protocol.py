@@ -9,7 +9,6 @@ client uses the standard library's, the daemon msgspec. Standard library only.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from enum import StrEnum
 
@@ -94,6 +93,8 @@ def _flag(name: str, value: Any) -> bool:
 
 
 def _seconds(name: str, value: Any) -> float:
+    import math  # only the daemon checks requests
+
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be a number of seconds")
     if value <= 0:

@@ -11,7 +11,6 @@ error it always gave. The namespace built here is the one argparse builds for th
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 TYPE_CHECKING = False
@@ -27,6 +26,8 @@ FLAG = None
 
 def seconds_value(text: str) -> float:
     """`--timeout`: a number of seconds > 0. ValueError says what is wrong."""
+    import math  # an extension module to load: only when --timeout is given
+
     try:
         value = float(text)
     except ValueError:
