@@ -86,7 +86,7 @@ def daemon(agent: Agent, daemons: DaemonFactory) -> DaemonProcess:
     return daemons().start()
 
 
-def test_resume_and_status_against_the_daemon_import_only_the_round_trip(
+def test_hot_commands_against_the_daemon_import_only_the_round_trip(
     agent: Agent, daemon: DaemonProcess
 ) -> None:
     workspace = agent.workspaces[0]
@@ -96,9 +96,14 @@ def test_resume_and_status_against_the_daemon_import_only_the_round_trip(
     assert (code, out.strip()) == (0, expected)
     assert "sessionctl.client" in modules  # the check can see the client's own modules
     assert not modules & NOT_ON_THE_HOT_PATH
-    code, out, modules = run_cli(["status", "--json"], daemon.env, agent.base)
-    assert code == 0 and '"sessions": 1' in out
-    assert not modules & NOT_ON_THE_HOT_PATH
+    for argv, shown in (
+        (["status", "--json"], '"sessions": 1'),
+        (["get", expected], f"id: {expected}"),
+        (["list", "--all"], expected),
+    ):
+        code, out, modules = run_cli(argv, daemon.env, agent.base)
+        assert code == 0 and shown in out, out
+        assert not modules & NOT_ON_THE_HOT_PATH, argv
 
 
 def test_daemon_down_without_fallback_imports_no_scan(agent: Agent, daemon: DaemonProcess) -> None:
