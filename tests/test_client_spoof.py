@@ -55,8 +55,11 @@ class Attacker:
         return [bytes.fromhex(line.decode()[5:]) for line in lines if line.startswith(b"CONN ")]
 
 
-def start_attacker(path: str, before_listen: Callable[[], None], make_folder: bool) -> Attacker:
-    """Fork a child that (as arranged by `before_listen`) binds `path`, listens and answers."""
+def start_attacker(
+    path: str, before_listen: Callable[[], None], make_folder: bool, link_to: str | None = None
+) -> Attacker:
+    """Fork a child that (as arranged by `before_listen`) binds `path`, listens and answers.
+    With `link_to`, the folder it makes is there, and the socket's folder a symlink to it."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: plain system calls only, then _exit
@@ -64,7 +67,11 @@ def start_attacker(path: str, before_listen: Callable[[], None], make_folder: bo
             os.close(read_end)
             if make_folder:  # the folder is the attacker's: made after dropping to nobody
                 before_listen()
-                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                if link_to is None:
+                    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                else:
+                    os.makedirs(link_to, mode=0o755, exist_ok=True)
+                    os.symlink(link_to, os.path.dirname(path))
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(path)
             os.chmod(path, 0o777)
@@ -134,22 +141,30 @@ def default_folder() -> Iterator[str]:
     if os.path.lexists(folder):
         pytest.skip(f"{folder} exists: it may be in use, so this test does not take it over")
     yield folder
+    if os.path.islink(folder):
+        os.unlink(folder)
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.parametrize("planted", ["folder", "symlink"])
 def test_a_folder_made_first_by_another_user_is_refused(
-    agent: Agent, env: dict[str, str], default_folder: str
+    agent: Agent, env: dict[str, str], default_folder: str, planted: str
 ) -> None:
     path = os.path.join(default_folder, "sessiond.sock")
-    attacker = start_attacker(path, drop_to_nobody, make_folder=True)
+    # The symlink's target: a folder of the attacker's own in /tmp, made by the attacker.
+    link_to = f"{default_folder}-target-{os.getpid()}" if planted == "symlink" else None
+    attacker = start_attacker(path, drop_to_nobody, make_folder=True, link_to=link_to)
     workspace = agent.workspaces[0]
     try:
         assert os.stat(default_folder).st_uid == NOBODY
+        assert os.path.islink(default_folder) == (planted == "symlink")
         refused = sessionctl(env, agent.base, "resume", "--workspace", workspace, "--no-fallback")
         status = sessionctl(env, agent.base, "status")
         fallback = sessionctl(env, agent.base, "resume", "--workspace", workspace, "--json")
     finally:
         received = attacker.received()
+        if link_to is not None:
+            shutil.rmtree(link_to, ignore_errors=True)
     why = f"refusing {path}: its folder {default_folder} belongs to uid {NOBODY}, not to you"
     assert refused.returncode == 3 and why in refused.stderr
     assert "another user may be impersonating sessiond" in refused.stderr
