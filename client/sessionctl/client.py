@@ -7,7 +7,7 @@ simply the next line on the connection. Standard library only.
 from __future__ import annotations
 
 # `_socket` is what `socket` wraps: the same socket objects and errors, without building the
-# module's enums (1.7 ms of every `sessionctl` start; docs/protocol.md, "The client").
+# module's enums (1.7 ms of every `sessionctl` start; README.md, "The client").
 import _socket
 import _thread  # threading's lock, without threading's import (0.6 ms)
 import os

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 # Imported for type checkers only: `sessionctl resume` imports this module on every call, and
 # typing, dataclasses (with inspect) and the agent's rules (datetime) cost more than the whole
-# round trip with the daemon (docs/protocol.md, "The client").
+# round trip with the daemon (README.md, "The client: exit codes, trust, start-up").
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
