@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 import sessionctl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sessionctl.cli import build_parser
-from sessionctl.quickargs import quick_parse
+from sessionctl.quickargs import COMMANDS, COMMON, quick_parse
 from support.daemon import DaemonFactory, DaemonProcess
 from support.robust import Agent
 
@@ -193,3 +195,43 @@ def test_the_quick_reader_gives_what_argparse_gives(argv: list[str]) -> None:
 @pytest.mark.parametrize("argv", LEFT_TO_ARGPARSE, ids=" ".join)
 def test_the_quick_reader_leaves_the_rest_to_argparse(argv: list[str]) -> None:
     assert quick_parse(argv) is None
+
+
+COMMANDS_AND_OPTIONS = sorted(
+    {*COMMANDS, *COMMON, *(option for own, _ in COMMANDS.values() for option in own), "search"}
+)
+TOKENS = [
+    *COMMANDS_AND_OPTIONS,
+    *(f"{option}=" for option in ("--workspace", "--window", "--socket", "--json")),
+    "--workspace=/w",
+    "--window=3",
+    "/w",
+    "rel",
+    "abc-1",
+    "0",
+    "5",
+    "-1",
+    "1.5",
+    "nan",
+    "",
+    "-",
+    "--",
+    "-h",
+    "--wor",
+    "--al",
+]
+
+
+@settings(max_examples=int(os.environ.get("SESSIOND_PROPERTY_EXAMPLES", "100")) * 5)
+@given(
+    st.lists(st.sampled_from(TOKENS), max_size=3),
+    st.sampled_from(sorted(COMMANDS)),
+    st.lists(st.sampled_from(TOKENS), max_size=5),
+)
+def test_any_command_line_the_quick_reader_answers_is_read_as_argparse_reads_it(
+    before: list[str], command: str, after: list[str]
+) -> None:
+    argv = [*before, command, *after]
+    quick = quick_parse(argv)
+    if quick is not None:
+        assert vars(quick) == argparse_result(argv)
