@@ -78,6 +78,11 @@ def stored_tail(record: StoredRecord, window: int, stores: StoreSet = SHARED) ->
     return StoredTail(fresh, msgspec.Raw(_encoder.encode(session)), stored.dropped)
 
 
+def stored_revision(path: str, stores: StoreSet = SHARED) -> int | None:
+    """The indexed revision when `path` is a database session's slot, else None."""
+    return stores.revision(path)
+
+
 def stored_history(path: str, stores: StoreSet = SHARED) -> tuple[bytes, int, int] | None:
     """`(history object, revision, messages)` when `path` is a database session's slot, else
     None. Raises StoredUnavailable."""
