@@ -18,6 +18,7 @@ from sessionctl.socket_path import IMPERSONATION_HINT
 from sessiond.agentfiles import doctor_problems
 from sessiond.config import Settings
 from sessiond.server.listener import socket_is_live
+from sessiond.store.doctor import database_lines
 
 INOTIFY = "/proc/sys/fs/inotify"
 INOTIFY_SPARE = 16  # left for the registry folder, workspaces asked about, and other programs
@@ -194,6 +195,8 @@ def doctor(settings: Settings, env: Mapping[str, str]) -> int:
     writes = settings.maintain_workspace_index or settings.maintain_listing_cache
     for folder in folders:
         check_sessions_folder(report, folder, writes)
+        for kind, text in database_lines(folder):
+            report.lines.append((kind, text))
     for problem in doctor_problems(
         folders,
         workspace_index=settings.maintain_workspace_index,

@@ -199,9 +199,10 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
 
     def header_json(self) -> msgspec.Raw:
         """The header, encoded: responses embed it without another encoding pass. Kept for
-        the records asked about most recently: a record is one file version and never
-        changes (a save makes a new one), so this is never stale, and it is what made a
-        `resume` cost more than a `ping` (formatting its times and path, ~6 us)."""
+        the records asked about most recently: a record is one version of a session (a file
+        version, or a database row's revision), not changed once it is indexed (a save makes
+        a new record), so this is never stale; it is what made a `resume` cost more than a
+        `ping` (formatting its times and path, ~6 us)."""
         encoded = _headers.get(self)
         if encoded is None:
             encoded = msgspec.Raw(_encoder.encode(self.header()))
