@@ -30,6 +30,9 @@ CLIENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(sessionctl.__file__
 NOT_ON_THE_HOT_PATH = frozenset(
     {
         "sessionctl.scan",  # the fallback
+        "sessionctl.store",  # the fallback's reader of the agent's databases
+        "sessionctl.store_scan",
+        "sqlite3",
         "sessionctl.document",
         "sessionctl.agent",  # datetime, re-based rules: the daemon's and the scan's
         "argparse",  # help and usage errors only
