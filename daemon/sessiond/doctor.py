@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sessionctl.agent import env_sessions_dir, read_registry, registry_dir
+from sessionctl.socket_path import IMPERSONATION_HINT
 
 from sessiond.agentfiles import doctor_problems
 from sessiond.config import Settings
 from sessiond.server.listener import socket_is_live
+from sessiond.store.doctor import database_lines
 
 INOTIFY = "/proc/sys/fs/inotify"
 INOTIFY_SPARE = 16  # left for the registry folder, workspaces asked about, and other programs
@@ -58,6 +60,14 @@ def check_socket(report: Report, socket_path: str) -> None:
         st = os.stat(folder)
     except FileNotFoundError:
         report.ok(f"socket folder {folder} does not exist yet; it is created 0700 at start")
+        return
+    if st.st_uid != os.getuid():  # nothing in it is ours: not even worth a connect
+        report.problem(
+            f"socket folder {folder} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): "
+            f"{IMPERSONATION_HINT}, so sessiond refuses to listen there and sessionctl to talk "
+            "through it; have it removed (its owner or root can), or set XDG_RUNTIME_DIR or "
+            "--socket to a folder of your own"
+        )
         return
     if _check_private(report, "socket folder", folder, st, 0o700):
         report.ok(f"socket folder {folder}: yours, mode 700")
@@ -206,6 +216,8 @@ def doctor(settings: Settings, env: Mapping[str, str]) -> int:
     writes = settings.maintain_workspace_index or settings.maintain_listing_cache
     for folder in folders:
         check_sessions_folder(report, folder, writes)
+        for kind, text in database_lines(folder):
+            report.lines.append((kind, text))
     check_polled(report, settings.socket)
     for problem in doctor_problems(
         folders,

@@ -16,6 +16,7 @@ from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 from sessiond.server.ops import UploadStatus
 from sessiond.sink import HistorySink, SinkConfig
+from sessiond.sink.faults import Faults
 
 _EVENTS = {"upload_done": Event.UPLOAD_DONE, "upload_failed": Event.UPLOAD_FAILED}
 
@@ -47,7 +48,8 @@ class Uploads(UploadStatus):
             if event in _EVENTS:
                 publish(event_message(_EVENTS[event], fields))
 
-        return cls(HistorySink(config, locate, settings.state_dir, emit))
+        faults = Faults.from_env(env, settings.state_dir)  # test-only; see sink/faults.py
+        return cls(HistorySink(config, locate, settings.state_dir, emit, faults=faults))
 
     @property
     def enabled(self) -> bool:

@@ -41,6 +41,7 @@ class SinkConfig:
     multipart_chunksize: int = 16 * 1024 * 1024
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
+    delta_uploads: bool = True  # off: every upload whole (a store that refuses part copies)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -123,6 +124,7 @@ _SETTING_TYPES: dict[str, type] = {
     "stop_deadline_s": float,
     "connect_timeout_s": float,
     "read_timeout_s": float,
+    "delta_uploads": bool,
 }
 
 
@@ -134,6 +136,11 @@ def _settings(table: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         want = _SETTING_TYPES[key]
+        if want is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"[s3] {key} must be true or false")
+            out[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError(f"[s3] {key} must be a {want.__name__}")
         if want is float and isinstance(value, int):

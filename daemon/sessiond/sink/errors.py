@@ -41,6 +41,11 @@ INTERNAL = "internal"
 SETUP_KINDS = frozenset({CREDENTIALS, BUCKET, DENIED, REGION, CLOCK})
 
 
+class UnexpectedAnswer(Exception):
+    """The store answered a write with something that does not fit it: the object is checked
+    and uploaded again. The text says what was expected and found (sizes and ETags only)."""
+
+
 @dataclass(frozen=True)
 class SinkError:
     kind: str
@@ -78,6 +83,8 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def classify(exc: BaseException, config: SinkConfig) -> SinkError:
     """Turn an exception from boto3 into a SinkError with a message saying what to fix."""
+    if isinstance(exc, UnexpectedAnswer):
+        return SinkError(INTEGRITY, f"the S3 store answered unexpectedly: {exc}; will retry")
     cause = _root_cause(exc)
     endpoint = config.endpoint_display
     if isinstance(cause, ClientError):

@@ -18,12 +18,14 @@ from sessionctl.agent import is_valid_session_id
 
 from sessiond.logs import log_event
 from sessiond.sink import s3
-from sessiond.sink.attempt import Outcome, report, run_attempt, safe_locate
+from sessiond.sink.attempt import Outcome, report, run_attempt
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.errors import INTERNAL, RateLimiter, Scrubber, SinkError
-from sessiond.sink.history import stat_file
+from sessiond.sink.faults import NO_FAULTS, Faults
 from sessiond.sink.ledger import Ledger
 from sessiond.sink.schedule import FAILED, UNCHANGED, UPLOADED, Attempt, Schedule
+from sessiond.sink.source import FileSource, HistorySource
+from sessiond.sink.verify import VERIFY_BATCH, VERIFY_RATE, StoreCheck
 
 PERSIST_INTERVAL_S = 1.0  # the ledger is written at most this often (losing it costs re-uploads)
 _LOG_INTERVAL_S = 30.0  # at most one failure line per kind per interval...
@@ -38,9 +40,19 @@ class HistorySink:
         locate: Callable[[str], str | None],
         state_dir: str,
         emit: Callable[[str, dict[str, Any]], None] = lambda e, f: None,
+        *,
+        source: HistorySource | None = None,
+        faults: Faults = NO_FAULTS,
+        verify_rate: float = VERIFY_RATE,
+        verify_batch: int = VERIFY_BATCH,
     ) -> None:
+        """`locate` finds a session's JSON file; `source`, when given, replaces it as the way
+        to a session's history (source.py)."""
         self._config = config
-        self._locate = locate
+        self._source: HistorySource = source if source is not None else FileSource(locate)
+        self._faults = faults
+        self._verify = (verify_rate, verify_batch)
+        self._check: StoreCheck | None = None
         self._emit = emit
         target = f"{config.endpoint_display}|{config.bucket}|{config.prefix}"
         self._ledger = Ledger(state_dir, target)
@@ -58,6 +70,7 @@ class HistorySink:
         self._reporting = 0  # outcomes recorded but not yet logged and emitted
         self._last_persist = 0.0
         self._uploaded = self._failed = self._unchanged = self._bytes = 0
+        self._delta = self._whole = self._sent = self._fallbacks = 0
         self._last_error: str | None = None
         self._last_error_at: float | None = None
 
@@ -72,12 +85,24 @@ class HistorySink:
         self._ledger.load()
         self._client = s3.make_client(self._config)
         queued = 0
+        unchanged: list[str] = []
         for session_id in known_ids:
             if self._differs(session_id):
                 with self._cond:
                     self._schedule.change(session_id, time.monotonic(), immediate=True)
                 queued += 1
+            elif is_valid_session_id(session_id):
+                unchanged.append(session_id)
         self._persist()  # replaces a corrupt or foreign ledger at once
+        self._check = StoreCheck(
+            self._client,
+            self._config,
+            self._ledger,
+            self._replaced,
+            lambda: self._stopping,
+            *self._verify,
+        )
+        self._check.start(unchanged)  # do the objects still hold what the ledger says?
         for number in range(self._config.concurrency):
             thread = threading.Thread(
                 target=self._work, name=f"sessiond-sink-{number}", daemon=True
@@ -98,13 +123,19 @@ class HistorySink:
         """Cheap start-up test: a file still as it was at its last upload is not read again."""
         if not is_valid_session_id(session_id):
             return False
-        path = safe_locate(self._locate, session_id)
-        if path is None:
+        if self._source.where(session_id) is None:
             return False
-        entry, stat = self._ledger.get(session_id), stat_file(path)
+        entry, stat = self._ledger.get(session_id), self._source.version(session_id)
         if entry is None or stat is None:
             return True
         return (entry.ino, entry.size, entry.mtime_ns) != (stat.ino, stat.size, stat.mtime_ns)
+
+    def _replaced(self, session_id: str) -> None:
+        """The check found the object not as sessiond left it: upload it again, now."""
+        with self._cond:
+            if not self._stopping:
+                self._schedule.change(session_id, time.monotonic(), immediate=True)
+                self._cond.notify()
 
     def stop(self, deadline_s: float | None = None) -> None:
         """Finish what is in flight and try what is pending until the deadline; then persist.
@@ -119,6 +150,8 @@ class HistorySink:
             self._stop_deadline = time.monotonic() + max(0.0, deadline_s)
             self._schedule.kick(time.monotonic(), final=True)
             self._cond.notify_all()
+        if self._check is not None:
+            self._check.wake()
         for thread in self._threads:
             thread.join(max(0.0, self._stop_deadline - time.monotonic()))
         with self._cond:
@@ -133,6 +166,8 @@ class HistorySink:
             "sink_stopped",
             pending_left=counts["pending"] + counts["in_flight"],
             uploaded=self._uploaded,
+            delta_uploads=self._delta,
+            bytes_sent=self._sent,
             failed=self._failed,
         )
 
@@ -152,8 +187,14 @@ class HistorySink:
             log_event("sink_error", logging.ERROR, where="notify", error=type(exc).__name__)
 
     def flush(self, timeout: float) -> dict[str, Any]:
-        """Block until every change notified before the call is uploaded or has failed."""
+        """Block until every change notified before the call is uploaded or has failed.
+
+        The check at start comes first: until an object is known to be what the ledger says,
+        its session is not reported as uploaded (it counts as failed, or pending at a timeout).
+        """
         deadline = time.monotonic() + max(0.0, timeout)
+        check = self._check
+        checked = check is None or check.done.wait(max(0.0, deadline - time.monotonic()))
         with self._cond:
             snapshot = self._schedule.snapshot()
             epoch = self._schedule.kick(time.monotonic())
@@ -166,11 +207,13 @@ class HistorySink:
                     break
                 self._cond.wait(remaining)
         self._persist()  # what flush reports as uploaded survives a kill right after it
+        unverified = 0 if check is None else check.unverified
+        pending = progress.pending + (0 if checked else unverified)
         return {
             "uploaded": progress.uploaded,
-            "failed": progress.failed,
-            "pending": progress.pending,
-            "timed_out": progress.pending > 0,
+            "failed": progress.failed + (unverified if checked else 0),
+            "pending": pending,
+            "timed_out": pending > 0,
         }
 
     def status(self) -> dict[str, Any]:
@@ -183,6 +226,12 @@ class HistorySink:
                 "failed": self._failed,
                 "unchanged": self._unchanged,
                 "bytes_uploaded": self._bytes,
+                "delta_uploads": self._delta,
+                "whole_uploads": self._whole,
+                "bytes_sent": self._sent,
+                "delta_fallbacks": self._fallbacks,
+                "replaced": 0 if self._check is None else self._check.replaced,
+                "unverified": 0 if self._check is None else self._check.unverified,
                 "last_error": self._last_error,
                 "last_error_at": self._last_error_at,
                 "endpoint": self._config.endpoint_display,
@@ -254,7 +303,12 @@ class HistorySink:
                 log_event("upload_retrying", session_id=attempt.session_id, attempt=attempt.number)
         try:
             outcome = run_attempt(
-                attempt.session_id, self._locate, self._ledger, self._client, self._config
+                attempt.session_id,
+                self._source,
+                self._ledger,
+                self._client,
+                self._config,
+                self._faults,
             )
         except Exception as exc:  # a bug must not kill the worker
             error = SinkError(INTERNAL, f"internal error: {type(exc).__name__}")
@@ -268,11 +322,17 @@ class HistorySink:
         message = self._scrub(error.message) if error is not None else None
         with self._cond:
             now = time.monotonic()
+            self._fallbacks += outcome.fallback is not None
             if error is None:
                 self._schedule.succeed(attempt, outcome.how, now)
                 if outcome.how == UPLOADED:
                     self._uploaded += 1
                     self._bytes += outcome.bytes
+                    self._sent += outcome.sent
+                    if outcome.delta:
+                        self._delta += 1
+                    else:
+                        self._whole += 1
                     self._last_error = None
                     self._limiter.reset()
                 elif outcome.how == UNCHANGED:
