@@ -4,6 +4,7 @@ files in it, deleted folders looked for forever, and a folder back from mode 000
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 
@@ -139,3 +140,25 @@ def test_a_folder_back_from_mode_000_is_read_again_at_once(
         client.sync()
         assert client.resume(locked)["session_id"] == second["id"]
         assert_every_answer(client, agent.served(), agent.workspaces, list(agent.docs))
+
+
+def test_a_folder_deleted_and_made_again_at_once_never_holds_up_sync(
+    agent: Agent, daemons: DaemonFactory
+) -> None:
+    # `sync` plants its cookie in the folder made again, which no watch covers, while the
+    # deleted one is being forgotten. A race: before the fix it hung one `sync` in a hundred
+    # or two.
+    keep, other = agent.workspaces
+    agent.save(agent.new(keep))
+    folder = agent.folders[other]
+    daemon = daemons().start()
+    with daemon.client() as client:
+        for _ in range(200):
+            doc = agent.new(other)
+            agent.save(doc)
+            client.sync(timeout=10)
+            shutil.rmtree(folder)
+            del agent.docs[doc["id"]]
+            os.makedirs(folder)
+            client.sync(timeout=10)
+        assert_every_answer(client, agent.served(), agent.workspaces, [*agent.docs, doc["id"]])

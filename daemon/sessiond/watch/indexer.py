@@ -145,6 +145,11 @@ class Indexer:
             for folder in [*failed, *self._folders.poll(force=True)]:
                 if self._folders.verify(folder):
                     self._scan_root(folder, Counts())
+            # A folder no longer watched (gone, or dormant, since the cookie was planted)
+            # gives no cookie event: nothing in it is served, so nothing is waited for there.
+            for folder in folders:
+                if not self._watcher.is_watching(folder):
+                    self._barriers.release_folder(folder)
             for folder in self._stores.folders():  # a commit need not have shown an event yet
                 self._poll_store(folder, Counts())
 
