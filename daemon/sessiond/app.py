@@ -159,6 +159,8 @@ class Daemon:
                 set_level(fresh.log_level)
                 for folder in set(fresh.sessions_dirs) - set(self.settings.sessions_dirs):
                     self.indexer.serve_configured(folder)
+                for folder in set(self.settings.sessions_dirs) - set(fresh.sessions_dirs):
+                    self.indexer.unserve_configured(folder)
                 self.settings.sessions_dirs = fresh.sessions_dirs
         self.indexer.rescan().add_done_callback(lambda _: systemd.notify("READY=1"))
 

@@ -124,6 +124,27 @@ def check_sessions_folder(report: Report, folder: str, writes: bool) -> None:
         report.ok(f"sessions folder {folder}")
 
 
+def check_polled(report: Report, socket_path: str) -> None:
+    """Folders the running daemon polls because it cannot watch them (its `status`)."""
+    from sessionctl import Client
+
+    if not socket_is_live(socket_path):
+        return
+    try:
+        with Client(socket=socket_path, timeout=5, connect_timeout=5) as client:
+            status = client.status()
+    except Exception as exc:  # any failure here is the daemon's to report, not ours
+        report.note(f"could not ask the running sessiond which folders it polls ({exc})")
+        return
+    polled = [r["path"] for r in status.get("roots", []) if r.get("polled")]
+    for folder in polled:
+        report.problem(
+            f"sessions folder {folder} cannot be watched, so sessiond polls it every second "
+            "(changes show up to a second late): inotify watches are used up or the folder "
+            "is unreadable; raise fs.inotify.max_user_watches or fix its permissions"
+        )
+
+
 def check_state_dir(report: Report, folder: str) -> None:
     if not os.path.exists(folder):
         parent = folder
@@ -197,6 +218,7 @@ def doctor(settings: Settings, env: Mapping[str, str]) -> int:
         check_sessions_folder(report, folder, writes)
         for kind, text in database_lines(folder):
             report.lines.append((kind, text))
+    check_polled(report, settings.socket)
     for problem in doctor_problems(
         folders,
         workspace_index=settings.maintain_workspace_index,

@@ -65,6 +65,12 @@ def shared_workspace_keys(directory: str | None) -> tuple[str, ...]:
     return keys
 
 
+def forget_workspace_keys() -> None:
+    """Drop the memo: the next workspace_keys() look at the file system again (a rescan
+    follows symlinks that were retargeted)."""
+    _keys_memo.clear()
+
+
 def shared(text: str | None) -> str | None:
     """Directories, agents and models repeat across sessions: keep one copy of each."""
     return None if text is None else sys.intern(text)

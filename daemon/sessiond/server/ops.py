@@ -115,6 +115,7 @@ class Ops:
                     "path": path,
                     "sessions": per_root.get(path, 0),
                     "watched": root.watched,
+                    "polled": root.polled,
                     "sources": sorted(str(s) for s in root.sources),
                 }
                 for path, root in sorted(roots.items())
