@@ -80,7 +80,8 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (default: this process's command line)."""
     parser = argparse.ArgumentParser(
         prog="sessionctl",
         description="Ask sessiond about codetether sessions.",
@@ -113,7 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
         ("watch", "print events as JSON lines until interrupted"),
     ):
         commands.add_parser(name, parents=[after], help=text)
+    _add_remote_commands(commands, after, sys.argv[1:] if argv is None else argv)
     return parser
+
+
+def _add_remote_commands(
+    commands: Any, after: argparse.ArgumentParser, argv: Sequence[str]
+) -> None:
+    """`remote list` and `restore` (cli_remote.py), whose module is imported only when one of
+    them is on the command line: the other commands start without it."""
+    if not {"remote", "restore", "-h", "--help"} & set(argv):
+        commands.add_parser("remote", help="sessions in the bucket (remote list)")
+        commands.add_parser("restore", help="restore a session from the bucket")
+        return
+    from sessionctl import cli_remote
+
+    cli_remote.add_commands(commands, after)
+
+
+def _remote_handler(name: str) -> Handler:
+    def run(args: argparse.Namespace, client: Client) -> int:
+        from sessionctl import cli_remote
+
+        return getattr(cli_remote, name)(args, client)
+
+    return run
 
 
 def _add_read_options(parser: argparse.ArgumentParser) -> None:
@@ -263,6 +288,8 @@ HANDLERS: dict[str, Handler] = {
     "flush": lambda args, client: _show(client.flush(timeout=args.timeout), args),
     "rescan": lambda args, client: _show(client.rescan(), args),
     "watch": cmd_watch,
+    "remote": _remote_handler("cmd_remote"),
+    "restore": _remote_handler("cmd_restore"),
 }
 
 
@@ -303,7 +330,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage error (or the help)
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:

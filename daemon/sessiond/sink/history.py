@@ -55,6 +55,8 @@ class History:
     stat: FileStat
     messages: int
     reencoded: bool
+    document: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes
+    path: str = ""
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -100,7 +102,9 @@ def read_history(path: str) -> History:
         stat = FileStat.of(os.fstat(fh.fileno()))
         data = fh.read()
     body, reencoded, count = history_body(data)
-    return History(body=body, stat=stat, messages=count, reencoded=reencoded)
+    return History(
+        body=body, stat=stat, messages=count, reencoded=reencoded, document=data, path=path
+    )
 
 
 def history_body(data: bytes) -> tuple[bytes, bool, int]:
