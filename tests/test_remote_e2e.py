@@ -18,6 +18,7 @@ import pytest
 from sessionctl.client import DaemonError
 from support.agent_sim import AgentSim, add_turn, compact, new_session
 from support.daemon import DaemonFactory, DaemonProcess, wait_for
+from support.s3proxy import RecordingProxy
 from support.s3server import S3Server
 
 pytest_plugins = ["support.s3fixtures"]
@@ -320,3 +321,64 @@ def test_remote_list_filters_and_reports_an_unreadable_catalog(
     answer = client.remote_list()
     assert [u["machine"] for u in answer["unreadable"]] == ["broken"]
     assert {h["id"] for h in answer["sessions"]} == {mine["id"], theirs["id"]}
+
+
+def _bucket_requests(server: S3Server, bucket: str) -> list[str]:
+    assert server.log_path is not None
+    text = Path(server.log_path).read_text(errors="replace")
+    return [line for line in text.splitlines() if f" /{bucket}/" in line or f" /{bucket}?" in line]
+
+
+@pytest.mark.slow
+def test_remote_list_of_500_sessions_on_two_machines_costs_three_requests(
+    pair: tuple[Machine, Machine], s3_server: S3Server, s3_bucket: str
+) -> None:
+    laptop, desk = pair
+    for machine in (laptop, desk):
+        for number in range(250):
+            session = new_session(machine.workspace, title=f"{machine.name} {number}")
+            session["messages"].append(
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+            )
+            machine.sim.save(machine.sessions_dir, session)
+        machine.daemon.client().sync()
+    for machine in (laptop, desk):
+        flush(machine)
+    before = len(_bucket_requests(s3_server, s3_bucket))
+    answer = desk.daemon.client(timeout=60).remote_list(limit=1000)
+    made = _bucket_requests(s3_server, s3_bucket)[before:]
+    assert answer["total"] == 500 and len(answer["sessions"]) == 500
+    assert {m["machine"]: m["sessions"] for m in answer["machines"]} == {"laptop": 250, "desk": 250}
+    print(f"remote_list of 500 sessions on 2 machines: {len(made)} requests at the server")
+    assert len(made) == answer["requests"] == 3, made  # one listing, one GET per catalog
+
+
+@pytest.mark.slow
+def test_one_appended_message_on_a_large_session_costs_its_bytes(
+    daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str
+) -> None:
+    with RecordingProxy(s3_server.port) as proxy:
+        laptop = _machine(daemons, base, "laptop", proxy.endpoint, s3_bucket)
+        desk = _machine(daemons, base, "desk", s3_server.endpoint, s3_bucket)
+        laptop.daemon.start()
+        desk.daemon.start()
+        session = big_session(laptop.workspace, 8)
+        rng = random.Random(9)
+        for _ in range(3):
+            add_turn(session, rng)
+        laptop.sim.save(laptop.sessions_dir, session)
+        laptop.daemon.client().sync()
+        flush(laptop)
+        sent_before = proxy.sent
+        message = {"role": "user", "content": [{"type": "text", "text": "one more ✓"}]}
+        session["messages"].append(message)
+        session["pages"].append("user")
+        laptop.sim.save(laptop.sessions_dir, session)
+        laptop.daemon.client().sync()
+        flush(laptop)
+        on_wire = proxy.sent - sent_before
+        size = len(compact(session))
+        print(f"one appended message on a {size} byte session: {on_wire} bytes sent")
+        assert on_wire < 64 * 1024, on_wire  # the file is 8 MiB
+        answer = restore(desk, session["id"], workspace=desk.workspace)
+        assert Path(answer["path"]).read_bytes() == compact(moved(session, desk.workspace))
