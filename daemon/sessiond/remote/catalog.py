@@ -88,6 +88,7 @@ class CatalogKeeper:
         self._urgent = False  # a flush waits: write without the coalescing delay
         self._last_error: str | None = None
         self._writes = 0
+        self._failures = 0  # write attempts that failed, ever
         self._client: Any = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -154,14 +155,17 @@ class CatalogKeeper:
     # --- writing --------------------------------------------------------------------------
 
     def flush(self, timeout: float) -> bool:
-        """Write now what changed before the call; True once it is in the store."""
+        """Write now what changed before the call; True once it is in the store, False when
+        a write made since failed (the writer keeps retrying) or at the deadline."""
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
-            wanted = self._version
+            wanted, failures = self._version, self._failures
             if wanted > self._written:
                 self._urgent = True
                 self._cond.notify_all()
             while self._written < wanted:
+                if self._failures > failures:
+                    return False
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._thread is None or not self._thread.is_alive():
                     return False
@@ -204,6 +208,7 @@ class CatalogKeeper:
                     self._writes += 1
                 else:
                     failures += 1
+                    self._failures += 1
                     if self._dirty_since is None:
                         self._dirty_since = time.monotonic()
                     if self._stopping:

@@ -140,7 +140,11 @@ class Ops:
             raise ProtocolError(
                 ErrorCode.TIMEOUT, f"uploads still pending after {args['timeout']}s"
             )
-        return {"uploaded": result.get("uploaded", 0), "failed": result.get("failed", 0)}
+        return {
+            "uploaded": result.get("uploaded", 0),
+            "failed": result.get("failed", 0),
+            "catalog_written": result.get("catalog_written"),
+        }
 
     async def op_rescan(self, args: Fields) -> Fields:
         return await asyncio.wrap_future(self.indexer.rescan())

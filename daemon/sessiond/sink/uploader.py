@@ -223,13 +223,17 @@ class HistorySink:
         self._persist()  # what flush reports as uploaded survives a kill right after it
         unverified = 0 if check is None else check.unverified
         pending = progress.pending + (0 if checked else unverified)
-        catalog_failed = 0
+        failed = progress.failed + (unverified if checked else 0)
+        written: bool | None = None
         if self._remote is not None:  # the catalog names what was just uploaded
             written = self._remote.catalog.flush(max(0.0, deadline - time.monotonic()))
-            catalog_failed = 0 if written else 1
+            if not written:
+                failed = max(failed, 1)  # not restorable elsewhere yet: not "all uploaded"
+        catalog = {} if written is None else {"catalog_written": written}
         return {
+            **catalog,
             "uploaded": progress.uploaded,
-            "failed": progress.failed + (unverified if checked else 0) + catalog_failed,
+            "failed": failed,
             "pending": pending,
             "timed_out": pending > 0,
         }
