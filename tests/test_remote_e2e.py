@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,3 +385,65 @@ def test_one_appended_message_on_a_large_session_costs_its_bytes(
         assert on_wire < 64 * 1024, on_wire  # the file is 8 MiB
         answer = restore(desk, session["id"], workspace=desk.workspace)
         assert Path(answer["path"]).read_bytes() == compact(moved(session, desk.workspace))
+
+
+def _cli(machine: Machine, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**machine.daemon.env, "SESSIOND_SOCKET": machine.daemon.socket_path}
+    return subprocess.run(
+        [sys.executable, "-m", "sessionctl", "--timeout", "60", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_cli_lists_restores_and_refuses_a_database_row(pair: tuple[Machine, Machine]) -> None:
+    laptop, desk = pair
+    session = tool_session(laptop.workspace, 2, seed=30)
+    laptop.sim.save(laptop.sessions_dir, session)
+    laptop.daemon.client().sync()
+    flush(laptop)
+
+    listed = _cli(desk, "remote", "list", "--machine", "laptop")
+    assert listed.returncode == 0, listed.stderr
+    assert session["id"] in listed.stdout and "laptop" in listed.stdout
+    as_json = json.loads(_cli(desk, "remote", "list", "--json").stdout)
+    assert [h["id"] for h in as_json["sessions"]] == [session["id"]]
+
+    target = os.path.join(desk.home, "cli-target")
+    os.makedirs(target)
+    dry = _cli(desk, "restore", session["id"], "--workspace", target, "--dry-run")
+    assert dry.returncode == 0 and "would restore" in dry.stdout, dry.stderr
+    assert os.listdir(target) == []
+    done = _cli(desk, "restore", session["id"], "--workspace", target)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == session["id"]
+    assert lines[-1] == f"resume it: codetether tui --session {session['id']}"
+    missing = _cli(desk, "restore", "no-such-id", "--workspace", target)
+    assert missing.returncode == 1 and "no session" in missing.stderr
+
+    # The agent's database in the target folder already holds that id: refused, untouched.
+    other = os.path.join(desk.home, "db-target")
+    folder = os.path.join(other, ".codetether-agent", "sessions")
+    os.makedirs(folder)
+    db = sqlite3.connect(os.path.join(folder, "sessions.sqlite3"))
+    db.execute(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, revision INTEGER NOT NULL, "
+        "header TEXT NOT NULL, message_count INTEGER NOT NULL, tool_count INTEGER NOT NULL)"
+    )
+    db.execute("INSERT INTO sessions VALUES (?, 1, '{}', 0, 0)", (session["id"],))
+    db.commit()
+    db.close()
+    refused = _cli(desk, "restore", session["id"], "--workspace", other)
+    assert refused.returncode == 2 and "database" in refused.stderr, refused.stderr
+    assert sorted(os.listdir(folder)) == ["sessions.sqlite3"]
+
+
+def test_without_the_sink_the_remote_ops_say_so(daemons: DaemonFactory, base: str) -> None:
+    daemon = daemons(discover=False).start()
+    for call in (lambda c: c.remote_list(), lambda c: c.restore("abc", dry_run=True)):
+        with pytest.raises(DaemonError) as off:
+            call(daemon.client())
+        assert off.value.code == "unavailable" and "sink is off" in off.value.message
