@@ -233,27 +233,43 @@ def test_corrupt_or_missing_objects_fail_cleanly(
     assert unknown.value.code == "not_found"
 
 
-def test_a_folder_that_is_not_writable_is_refused_and_left_empty(
+def test_a_folder_that_cannot_be_written_is_refused_and_left_empty(
     pair: tuple[Machine, Machine],
 ) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes into any folder")
     laptop, desk = pair
     session = tool_session(laptop.workspace, 2, seed=4)
     laptop.sim.save(laptop.sessions_dir, session)
     laptop.daemon.client().sync()
     flush(laptop)
-    target = os.path.join(desk.home, "locked")
-    folder = os.path.join(target, ".codetether-agent", "sessions")
+    # A file where the agent's folder would be: no user can write a sessions folder there.
+    blocked = os.path.join(desk.home, "blocked")
+    os.makedirs(blocked)
+    Path(blocked, ".codetether-agent").write_text("not a folder")
+    with pytest.raises(DaemonError) as refused:
+        restore(desk, session["id"], workspace=blocked)
+    assert refused.value.code == "bad_request" and "Not a directory" in refused.value.message
+    assert os.listdir(blocked) == [".codetether-agent"]
+    # The agent is saving that session there right now (its .tmp exists): left alone.
+    busy = os.path.join(desk.home, "busy")
+    folder = os.path.join(busy, ".codetether-agent", "sessions")
     os.makedirs(folder)
-    os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
-    try:
-        with pytest.raises(DaemonError) as refused:
-            restore(desk, session["id"], workspace=target)
-        assert "cannot write" in refused.value.message
-        assert os.listdir(folder) == []
-    finally:
-        os.chmod(folder, 0o700)
+    Path(folder, session["id"] + ".json.tmp").write_text("the agent's")
+    with pytest.raises(DaemonError):
+        restore(desk, session["id"], workspace=busy)
+    assert os.listdir(folder) == [session["id"] + ".json.tmp"]
+    assert Path(folder, session["id"] + ".json.tmp").read_text() == "the agent's"
+    if os.geteuid() != 0:  # root writes into any folder
+        locked = os.path.join(desk.home, "locked")
+        folder = os.path.join(locked, ".codetether-agent", "sessions")
+        os.makedirs(folder)
+        os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
+        try:
+            with pytest.raises(DaemonError) as denied:
+                restore(desk, session["id"], workspace=locked)
+            assert "cannot write" in denied.value.message
+            assert os.listdir(folder) == []
+        finally:
+            os.chmod(folder, 0o700)
 
 
 def test_an_outage_during_restore_leaves_nothing(

@@ -21,7 +21,13 @@ from sessionctl.protocol import ErrorCode, ProtocolError
 
 from sessiond.remote import layout, restore
 from sessiond.remote.catalog import CatalogEntry, CatalogFile
-from sessiond.remote.reader import BucketError, ObjectProblem, fetch_object, read_catalogs
+from sessiond.remote.reader import (
+    BucketError,
+    Catalogs,
+    ObjectProblem,
+    fetch_object,
+    read_catalogs,
+)
 from sessiond.remote.split import SplitError, read_head, splice
 from sessiond.sink import s3
 from sessiond.sink.config import SinkConfig
@@ -96,7 +102,7 @@ class RemoteService:
             "requests": catalogs.requests,
         }
 
-    def _catalogs(self) -> Any:
+    def _catalogs(self) -> Catalogs:
         try:
             return read_catalogs(self._client, self._config)
         except BucketError as exc:

@@ -22,6 +22,7 @@ from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.index.tails import TailCache, TailUnavailable
 from sessiond.logs import log_event
+from sessiond.remote.restore import Action
 from sessiond.watch.indexer import Indexer
 
 WORKSPACE_RECHECK_S = 2.0  # how long "this workspace has no sessions folder" is believed
@@ -170,7 +171,7 @@ class Ops:
         plan = await asyncio.to_thread(remote.plan, rebuilt, args["id"])
         header: Any = rebuilt.copy.entry.header
         if not args["dry_run"]:
-            if plan.action == "created":
+            if plan.action == Action.CREATED:
                 await asyncio.to_thread(remote.write, rebuilt, args["id"])
             folder = os.path.realpath(rebuilt.folder)
             if not self.indexer.is_root(folder):
