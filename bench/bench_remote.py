@@ -129,7 +129,15 @@ def figure_requests(work: str, server: S3Server, total: int) -> dict[str, Any]:
             times.append(time.perf_counter() - t0)
             counts.append(bucket_requests(server, bucket) - before)
             assert answer["total"] == total, answer["total"]
-        return {"sessions": total, "requests": counts, "ms": [round(t * 1000, 1) for t in times]}
+        catalog_bytes = [
+            m.daemon.client().status()["uploads"]["remote"]["catalog_bytes"] for m in machines
+        ]
+        return {
+            "sessions": total,
+            "requests": counts,
+            "ms": [round(t * 1000, 1) for t in times],
+            "catalog_bytes": catalog_bytes,
+        }
     finally:
         for machine in machines:
             machine.stop()

@@ -335,7 +335,9 @@ def test_remote_list_filters_and_reports_an_unreadable_catalog(
     only = client.remote_list(workspace=desk.workspace)["sessions"]
     assert [(h["id"], h["machine"]) for h in only] == [(theirs["id"], "desk")]
     s3_server.client().put_object(
-        Bucket=s3_bucket, Key=PREFIX + ".sessiond/catalogs/broken/" + "0" * 32 + ".json", Body=b"{"
+        Bucket=s3_bucket,
+        Key=PREFIX + ".sessiond/catalogs/broken/" + "0" * 32 + ".json.gz",
+        Body=b"{",
     )
     answer = client.remote_list()
     assert [u["machine"] for u in answer["unreadable"]] == ["broken"]

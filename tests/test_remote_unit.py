@@ -91,7 +91,8 @@ def test_a_catalog_of_another_format_is_refused() -> None:
 
 def test_keys_and_machine_names() -> None:
     assert (
-        layout.catalog_key("h/", "desk", "a" * 32) == f"h/.sessiond/catalogs/desk/{'a' * 32}.json"
+        layout.catalog_key("h/", "desk", "a" * 32)
+        == f"h/.sessiond/catalogs/desk/{'a' * 32}.json.gz"
     )
     assert layout.part_key("h/", "s1", "i", layout.HEAD) == "h/s1/sessiond/i/head.json"
     assert layout.valid_machine_name(layout.default_machine_name())

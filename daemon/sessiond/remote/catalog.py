@@ -1,19 +1,22 @@
 """This machine's catalog: one small object saying which sessions it holds, their headers and
 the objects that make each one (docs/remote.md, "Catalog").
 
-It is rewritten coalesced: a change marks it dirty, a writer thread PUTs it at most once per
-`interval_s` (and at once on `flush`). A PUT replaces the object whole, so a reader sees the
-old catalog or the new one, never a mix. What was last written is kept in the state folder,
+It is gzipped JSON, rewritten coalesced: a change marks it dirty, a writer thread PUTs it at
+most once per `interval_s`, or less often for a large catalog so that catalogs never cost more
+than CATALOG_BYTES_PER_S (and at once on `flush`). A PUT replaces the object whole, so a reader
+sees the old catalog or the new one, never a mix. What was last written is kept in the state folder,
 so a restart starts from it; a session whose file is not the version the catalog names is
 uploaded again by the sink (`needs`).
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +33,7 @@ from sessiond.statefile import write_state_file
 CATALOG_FORMAT = "sessiond-catalog"
 CATALOG_VERSION = 1
 LOCAL_NAME = "remote.catalog"
+CATALOG_BYTES_PER_S = 256 * 1024  # a large catalog is rewritten less often than interval_s
 _RETRY_MAX_S = 30.0
 
 
@@ -58,6 +62,18 @@ class CatalogFile(msgspec.Struct):
 
 _DECODER = msgspec.json.Decoder(CatalogFile)
 _ENCODER = msgspec.json.Encoder()
+
+
+def gunzip(data: bytes) -> bytes:
+    """Raises ValueError for bytes that are not gzip."""
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"not gzip: {exc}") from None
+
+
+def encode_catalog(doc: CatalogFile) -> bytes:
+    return gzip.compress(_ENCODER.encode(doc), compresslevel=5, mtime=0)
 
 
 def decode_catalog(data: bytes) -> CatalogFile:
@@ -89,6 +105,7 @@ class CatalogKeeper:
         self._last_error: str | None = None
         self._writes = 0
         self._failures = 0  # write attempts that failed, ever
+        self._bytes = 0  # size of the last catalog written
         self._client: Any = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -100,7 +117,7 @@ class CatalogKeeper:
         """Start from what was last written; a corrupt or foreign copy is dropped."""
         try:
             with open(self._path, "rb") as fh:
-                doc = decode_catalog(fh.read())
+                doc = decode_catalog(gunzip(fh.read()))
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
@@ -182,7 +199,7 @@ class CatalogKeeper:
                             return
                         self._cond.wait()
                         continue
-                    due = self._dirty_since + (self._interval if failures == 0 else 0.0)
+                    due = self._dirty_since + max(self._interval, self._bytes / CATALOG_BYTES_PER_S)
                     if failures:
                         due = self._dirty_since + min(_RETRY_MAX_S, 0.5 * 2 ** (failures - 1))
                     wait = due - time.monotonic()
@@ -217,7 +234,7 @@ class CatalogKeeper:
                 self._cond.notify_all()
 
     def _write(self, doc: CatalogFile, first: bool) -> bool:
-        body = _ENCODER.encode(doc)
+        body = encode_catalog(doc)
         started = time.monotonic()
         try:
             if first:
@@ -227,7 +244,7 @@ class CatalogKeeper:
                 Key=self.key,
                 Body=body,
                 ContentMD5=s3.content_md5(body),
-                ContentType="application/json",
+                ContentType="application/gzip",
             )
         except Exception as exc:
             error = classify(exc, self._config).message
@@ -239,6 +256,7 @@ class CatalogKeeper:
             return False
         with self._cond:
             self._last_error = None
+            self._bytes = len(body)
         try:
             write_state_file(self._path, body)
         except OSError as exc:
@@ -258,9 +276,9 @@ class CatalogKeeper:
         folder = f"{layout.catalogs_prefix(self._config.prefix)}{self.machine}/"
         answer = self._client.list_objects_v2(Bucket=self._config.bucket, Prefix=folder)
         others = sorted(
-            item["Key"][len(folder) : -len(".json")]
+            item["Key"][len(folder) : -len(layout.CATALOG_SUFFIX)]
             for item in answer.get("Contents", [])
-            if item["Key"].endswith(".json") and item["Key"] != self.key
+            if item["Key"].endswith(layout.CATALOG_SUFFIX) and item["Key"] != self.key
         )
         self.shared_with = others
         if others:
@@ -279,6 +297,7 @@ class CatalogKeeper:
                 "instance": self.instance,
                 "catalog_sessions": len(self._entries),
                 "catalog_writes": self._writes,
+                "catalog_bytes": self._bytes,
                 "catalog_pending": self._version != self._written,
                 "catalog_error": self._last_error,
                 "machine_name_shared_with": list(self.shared_with),

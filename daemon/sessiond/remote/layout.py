@@ -2,7 +2,7 @@
 
 Beside the agent's `<prefix><id>/history.jsonl`, each machine keeps a session's other parts
 under `<prefix><id>/sessiond/<instance>/`, and its catalog at
-`<prefix>.sessiond/catalogs/<machine>/<instance>.json`. A session id never holds a `.`, so no
+`<prefix>.sessiond/catalogs/<machine>/<instance>.json.gz`. A session id never holds a `.`, so no
 session's folder can be `.sessiond`. The instance (a random id kept in the state folder) keeps
 two machines that were given the same name apart: they never write each other's objects.
 """
@@ -21,6 +21,7 @@ PAGES = "pages.jsonl"  # one page a line
 TOOL_USES = "tool_uses.jsonl"  # one tool use a line
 HISTORY = "history.jsonl"  # the agent's own object: one message a line
 INSTANCE_FILE = "machine.instance"
+CATALOG_SUFFIX = ".json.gz"  # a catalog is gzipped JSON: it is rewritten often
 
 _MACHINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _INSTANCE = re.compile(r"^[0-9a-f]{32}$")
@@ -31,7 +32,7 @@ def catalogs_prefix(prefix: str) -> str:
 
 
 def catalog_key(prefix: str, machine: str, instance: str) -> str:
-    return f"{catalogs_prefix(prefix)}{machine}/{instance}.json"
+    return f"{catalogs_prefix(prefix)}{machine}/{instance}{CATALOG_SUFFIX}"
 
 
 def part_key(prefix: str, session_id: str, instance: str, part: str) -> str:

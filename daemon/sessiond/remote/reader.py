@@ -12,7 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sessiond.remote import layout
-from sessiond.remote.catalog import CatalogFile, ObjectRef, decode_catalog
+from sessiond.remote.catalog import CatalogFile, ObjectRef, decode_catalog, gunzip
 from sessiond.sink import s3
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.errors import classify
@@ -71,9 +71,9 @@ def read_catalogs(client: Any, config: SinkConfig) -> Catalogs:
 def _names(prefix: str, key: str) -> tuple[str, str] | None:
     rest = key[len(prefix) :]
     machine, _, file_name = rest.partition("/")
-    if not file_name.endswith(".json") or "/" in file_name:
+    if not file_name.endswith(layout.CATALOG_SUFFIX) or "/" in file_name:
         return None
-    return machine, file_name[: -len(".json")]
+    return machine, file_name[: -len(layout.CATALOG_SUFFIX)]
 
 
 def _fetch_catalog(
@@ -85,7 +85,7 @@ def _fetch_catalog(
     except Exception as exc:
         return Unreadable(machine, instance, key, classify(exc, config).message)
     try:
-        doc = decode_catalog(data)
+        doc = decode_catalog(gunzip(data))
     except ValueError as exc:
         return Unreadable(machine, instance, key, str(exc)[:300])
     if (doc.machine, doc.instance) != (machine, instance):
