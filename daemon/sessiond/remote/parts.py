@@ -11,6 +11,7 @@ at the next start.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ class RemoteParts:
         self.ledger = ledger
         self.catalog = catalog
         self._instance = instance
+        self._counts_lock = threading.Lock()  # workers publish at once
         self._sent = 0
         self._uploads = 0
 
@@ -153,8 +155,9 @@ class RemoteParts:
 
     def publish(self, session_id: str, prepared: Prepared, stat: FileStat) -> None:
         """Both the parts and the history are in the store: name them in the catalog."""
-        self._sent += prepared.sent
-        self._uploads += len(prepared.uploaded)
+        with self._counts_lock:
+            self._sent += prepared.sent
+            self._uploads += len(prepared.uploaded)
         self.catalog.update(
             session_id,
             CatalogEntry(
