@@ -112,6 +112,7 @@ def fetch_object(client: Any, config: SinkConfig, ref: ObjectRef) -> bytes:
     digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
     if digest != ref.md5:
         raise ObjectProblem(
-            f"object {ref.key} is corrupt: MD5 {digest}, the catalog says {ref.md5}"
+            f"object {ref.key} is corrupt or was rewritten since (MD5 {digest}, the catalog "
+            f"says {ref.md5}); another machine with this session may hold a newer copy"
         )
     return data

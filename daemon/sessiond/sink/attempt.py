@@ -214,6 +214,7 @@ def report(
             multipart=outcome.multipart,
             delta=outcome.delta,
             sent_bytes=outcome.sent,
+            parts_sent_bytes=outcome.parts_sent,
             fallback=outcome.fallback,
             **fields,
         )
