@@ -98,3 +98,20 @@ def test_an_unreadable_sessions_folder_and_foreign_socket_are_problems(doctor: D
     assert any("is not a socket" in p for p in found)
     if os.geteuid() != 0:  # root reads whatever the mode says
         assert any("is not readable" in p for p in found)
+
+
+def test_each_agent_database_is_checked(doctor: Doctor) -> None:
+    from support.agent_sim import new_session
+    from support.agent_store import AgentStore
+
+    folder = f"{doctor.base}/sessions"
+    AgentStore(folder).save(new_session(doctor.base))
+    result = doctor.run()
+    assert result.returncode == 0, result.stdout
+    assert f"ok: agent database {folder}/sessions.sqlite3: 1 sessions, read-only" in result.stdout
+    with open(f"{folder}/sessions.sqlite3", "wb") as fh:
+        fh.write(b"garbage" * 1000)
+    result = doctor.run()
+    assert result.returncode == 1
+    [problem] = problems(result)
+    assert "agent database cannot be read" in problem and "not a database" in problem

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from sessiond.sink.delta import (
 )
 from sessiond.sink.history import FileStat, History, fingerprint
 from sessiond.sink.ledger import Ledger, LedgerEntry
+from sessiond.sink.verify import StoreCheck
 from support.s3server import S3Server, sink_config
 
 pytest_plugins = ["support.s3fixtures"]
@@ -136,3 +138,28 @@ def test_delta_uploads_can_be_turned_off_in_the_config() -> None:
     assert on is not None and on.delta_uploads and off is not None and not off.delta_uploads
     with pytest.raises(ValueError, match="delta_uploads must be true or false"):
         SinkConfig.from_env(env, {"delta_uploads": 1})
+
+
+def test_the_check_at_start_is_batched_and_rate_limited(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """24 objects at 40 HEADs a second in batches of 4: six batches, at least 0.125 s apart."""
+    config = sink_config(s3_server, s3_bucket)
+    client, ledger = s3.make_client(config), Ledger(str(tmp_path), "t")
+    ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(24)]
+    for session_id in ids:
+        body = session_id.encode() + b"\n"
+        put = s3.put_history(client, config, config.object_key(session_id), body)
+        ledger.record(session_id, entry(body, put.etag))
+    client.delete_object(Bucket=s3_bucket, Key=config.object_key(ids[5]))
+    queued: list[str] = []
+    check = StoreCheck(client, config, ledger, queued.append, lambda: False, rate=40, batch=4)
+
+    started = time.monotonic()
+    check.start(ids)
+    assert check.done.wait(30)
+    elapsed = time.monotonic() - started
+
+    assert elapsed >= 5 * 4 / 40  # the first batch goes at once, each later one waits its turn
+    assert (queued, check.replaced, check.unverified) == ([ids[5]], 1, 0)
+    assert ledger.get(ids[5]) is None and ledger.get(ids[4]) is not None

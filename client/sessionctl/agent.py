@@ -24,6 +24,10 @@ POINTER_SUFFIX = ".path"
 WORKSPACE_INDEX_NAME = ".workspace_index.json"
 LISTING_CACHE_NAME = ".listing_cache.json"
 _NOT_SESSIONS = frozenset({WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME})
+# The SQLite generation's own files (docs/storage.md): the import backup, the database and
+# its WAL, and the temporary names locators and snapshots are written under.
+_NOT_SESSION_SUFFIXES = (".checkpoint.json", ".legacy.json")
+_NOT_SESSION_PREFIXES = ("sessions.sqlite3", ".tmp", ".session-")
 MAX_SESSION_ID_BYTES = 128
 
 
@@ -31,14 +35,17 @@ MAX_SESSION_ID_BYTES = 128
 
 
 def is_session_file_name(name: str) -> bool:
-    """The agent's listing rule: extension `json`, minus its two sidecar indexes and checkpoints.
+    """The agent's listing rule: extension `json`, minus its two sidecar indexes, checkpoints
+    and the store's import backups (`*.legacy.json`); the store's temporary files never count.
 
     Rust's `Path::extension` gives nothing for a bare dot-file such as `.json`, so that is no
     session either.
     """
     if not name.endswith(".json") or name == ".json":
         return False
-    return name not in _NOT_SESSIONS and not name.endswith(".checkpoint.json")
+    if name.startswith(_NOT_SESSION_PREFIXES) or name.endswith(_NOT_SESSION_SUFFIXES):
+        return False
+    return name not in _NOT_SESSIONS
 
 
 def session_id_from_file_name(name: str) -> str:

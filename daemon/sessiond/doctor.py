@@ -17,6 +17,7 @@ from sessionctl.agent import env_sessions_dir, read_registry, registry_dir
 from sessiond.agentfiles import doctor_problems
 from sessiond.config import Settings
 from sessiond.server.listener import socket_is_live
+from sessiond.store.doctor import database_lines
 
 INOTIFY = "/proc/sys/fs/inotify"
 INOTIFY_SPARE = 16  # left for the registry folder, workspaces asked about, and other programs
@@ -185,6 +186,8 @@ def doctor(settings: Settings, env: Mapping[str, str]) -> int:
     writes = settings.maintain_workspace_index or settings.maintain_listing_cache
     for folder in folders:
         check_sessions_folder(report, folder, writes)
+        for kind, text in database_lines(folder):
+            report.lines.append((kind, text))
     for problem in doctor_problems(
         folders,
         workspace_index=settings.maintain_workspace_index,

@@ -30,6 +30,7 @@ from sessiond.agentfiles import files, formats
 from sessiond.agentfiles import listing_cache as cache_rules
 from sessiond.agentfiles import workspace_index as index_rules
 from sessiond.agentfiles.workspace_index import Changes
+from sessiond.index.database_records import is_stored
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
@@ -201,7 +202,8 @@ class AgentFiles:
     def _sync_folder(self, folder: str) -> None:
         if not self._serves(folder) or not os.path.isdir(folder):
             return  # gone or no longer served: nothing of ours to keep there
-        records = self._index.records_under(folder)
+        # Database sessions never enter the agent's files (docs/storage.md).
+        records = [r for r in self._index.records_under(folder) if not is_stored(r)]
         for kind in self._kinds:
             self._sync_file(folder, kind, records)
 

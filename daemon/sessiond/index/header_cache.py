@@ -14,6 +14,7 @@ from typing import Annotated
 import msgspec
 
 from sessiond import memory
+from sessiond.index.database_records import is_stored
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
@@ -165,7 +166,8 @@ class CacheKeeper:
         if not self._state_dir or (seq == self._saved_seq and not force):
             return
         try:
-            save(self._state_dir, self._index.records())
+            # Database sessions are read again from their rows: only files are cached.
+            save(self._state_dir, (r for r in self._index.records() if not is_stored(r)))
         except OSError as exc:
             log_event("header_cache_save_failed", logging.WARNING, error=str(exc))
             return

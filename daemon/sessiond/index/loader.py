@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
+from sessionctl.store import is_locator
+
 from sessiond.index.decode import InvalidSession, decode_session
 from sessiond.index.records import FileVersion, SessionRecord, split_session_path
 
@@ -23,6 +25,7 @@ class Outcome(Enum):
     STILL_INVALID = "still_invalid"  # the same version that was found invalid before
     MISSING = "missing"  # no such file
     UNREADABLE = "unreadable"  # exists, but cannot be read (permissions, I/O error)
+    LOCATOR = "locator"  # the agent database's marker: the session is a row (docs/storage.md)
 
 
 @dataclass(slots=True)
@@ -44,6 +47,8 @@ def read_and_decode(path: str) -> Loaded:
         return Loaded(Outcome.MISSING)
     except OSError as exc:
         return Loaded(Outcome.UNREADABLE, error=exc.strerror or str(exc))
+    if is_locator(data):
+        return Loaded(Outcome.LOCATOR, version=version)
     try:
         decoded = decode_session(data)
     except InvalidSession as exc:
@@ -122,7 +127,7 @@ class HeaderLoader:
         return self._cached.get(folder, {}).pop(stem, None)
 
     def _remember(self, path: str, loaded: Loaded) -> Loaded:
-        if loaded.outcome is Outcome.INVALID and loaded.version is not None:
+        if loaded.outcome in (Outcome.INVALID, Outcome.LOCATOR) and loaded.version is not None:
             self._invalid[path] = loaded.version
         elif loaded.outcome in (Outcome.DECODED, Outcome.MISSING):
             self._invalid.pop(path, None)

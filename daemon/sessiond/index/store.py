@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
+from sessiond.index.database_records import answer_order
 from sessiond.index.records import SessionRecord, split_session_path
 
 _ALL = "\x00all"  # the list cache's key for "every session"
@@ -32,6 +33,8 @@ class SessionIndex:
         self._sorted: dict[str, list[SessionRecord]] = {}
         self._count = 0
         self.seq = 0
+        # Folders holding an agent database: their workspaces are answered by `updated_at`.
+        self._db_folders: set[str] = set()
 
     # --- feeding -----------------------------------------------------------------------
 
@@ -56,7 +59,9 @@ class SessionIndex:
                 else:
                     members.append(record)
                 best = self._best.get(key)
-                if best is not None and record.resume_key > best.resume_key:
+                if self._db_folders:
+                    self._best.pop(key, None)  # the order may be another: find it again
+                elif best is not None and record.resume_key > best.resume_key:
                     self._best[key] = record
             self._sorted.clear()
             self.seq += 1
@@ -75,6 +80,18 @@ class SessionIndex:
                 self._sorted.clear()
                 self.seq += 1
             return old
+
+    def set_database_folder(self, folder: str, present: bool) -> None:
+        """Whether `folder` holds the agent's database (docs/storage.md: answer order)."""
+        with self._lock:
+            if present == (folder in self._db_folders):
+                return
+            if present:
+                self._db_folders.add(folder)
+            else:
+                self._db_folders.discard(folder)
+            self._best.clear()
+            self.seq += 1
 
     def remove_root(self, root: str) -> list[SessionRecord]:
         with self._lock:
@@ -128,12 +145,18 @@ class SessionIndex:
         with self._lock:
             if key_missing := workspace not in self._best:
                 members = self._by_workspace.get(workspace)
-                best = max(members, key=lambda r: r.resume_key) if members else None
+                best = self._first(members) if members else None
                 self._best[workspace] = best
             best = self._best[workspace]
             if key_missing and best is None:
                 del self._best[workspace]  # don't let misses for unknown folders pile up
             return best
+
+    def _first(self, members: list[SessionRecord]) -> SessionRecord:
+        """The agent's first: by file time, or by `updated_at` once a database is involved."""
+        if self._db_folders and any(r.root in self._db_folders for r in members):
+            return max(members, key=answer_order)
+        return max(members, key=lambda r: r.resume_key)
 
     def get(self, session_id: str) -> SessionRecord | None:
         """The newest file named `<id>.json` whose content has that id (`Session::load`)."""

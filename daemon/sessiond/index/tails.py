@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import msgspec
 
+from sessiond.index.database_records import StoredRecord
 from sessiond.index.decode import InvalidSession, decode_session, windowed_session
 from sessiond.index.records import FileVersion, SessionRecord
+from sessiond.store.export import StoredUnavailable, stored_tail
 
 DEFAULT_BUDGET_BYTES = 64 * 1024 * 1024
 _encoder = msgspec.json.Encoder()
@@ -79,6 +81,12 @@ class TailCache:
 
 
 def _cut(record: SessionRecord, window: int) -> Tail:
+    if isinstance(record, StoredRecord):  # a row of the agent's database
+        try:
+            stored = stored_tail(record, window)
+        except StoredUnavailable as exc:
+            raise TailUnavailable(str(exc)) from None
+        return Tail(stored.record, stored.session, stored.dropped)
     try:
         with open(record.path, "rb") as fh:
             version = FileVersion.of(os.fstat(fh.fileno()))

@@ -124,6 +124,7 @@ class Ops:
             "overflows": self.indexer.overflows,
             "memory": {"rss_bytes": _rss_bytes(), "tail_cache": self.tails.stats()},
             "agent_files": self.agent_files.status() if self.agent_files else None,
+            "databases": self.indexer.store_status(),
         }
 
     # --- barriers and actions -----------------------------------------------------------------

@@ -207,14 +207,21 @@ def abort(client: Any, config: SinkConfig, ledger: Ledger, upload_id: str, key: 
     return True
 
 
-def abort_left_open(client: Any, config: SinkConfig, ledger: Ledger, key: str | None) -> int:
-    """Abort the uploads the ledger still has open (of one key, or all); how many are left."""
-    left = 0
-    for upload_id, upload_key in ledger.open_uploads(key):
-        if abort(client, config, ledger, upload_id, upload_key):
-            log_event("upload_aborted", key=upload_key, upload_id=upload_id)
+def abort_left_open(client: Any, config: SinkConfig, ledger: Ledger, key: str) -> int:
+    """Abort the uploads of `key` the ledger still has open; how many are left."""
+    return len(abort_uploads(client, config, ledger, ledger.open_uploads(key)))
+
+
+def abort_uploads(
+    client: Any, config: SinkConfig, ledger: Ledger, uploads: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Abort each `(upload_id, key)`; return those that could not be aborted now."""
+    left = []
+    for upload_id, key in uploads:
+        if abort(client, config, ledger, upload_id, key):
+            log_event("upload_aborted", key=key, upload_id=upload_id)
         else:
-            left += 1
+            left.append((upload_id, key))
     return left
 
 

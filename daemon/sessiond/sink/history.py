@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from sessiond.store.export import StoredUnavailable, stored_history, stored_revision
+
 # serde_json writes every message starting with its first field, the role, as a string.
 _COMPACT_START = b'{"role":"'
 # Whitespace that compact serde_json never writes outside strings, and escapes inside them.
@@ -86,7 +88,16 @@ def fingerprint(body: bytes | memoryview) -> str:
     return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
+def row_version(revision: int) -> FileStat:
+    """No file version identifies a database row: its revision stands in for one."""
+    return FileStat(ino=0, size=revision, mtime_ns=0)
+
+
 def stat_file(path: str) -> FileStat | None:
+    """The version of the session at `path`: its file's, or its database row's revision."""
+    revision = stored_revision(path)
+    if revision is not None:
+        return row_version(revision)
     try:
         return FileStat.of(os.stat(path))
     except OSError:
@@ -97,7 +108,15 @@ def read_history(path: str) -> History:
     """Read the session file at `path` and build its history object.
 
     Raises UnreadableSession when the file does not decode, OSError when it cannot be read.
+    A session of the agent's database is read from its row (docs/storage.md).
     """
+    try:
+        stored = stored_history(path)
+    except StoredUnavailable as exc:
+        raise UnreadableSession(str(exc)) from None
+    if stored is not None:
+        body, revision, count = stored
+        return History(body=body, stat=row_version(revision), messages=count, reencoded=False)
     with open(path, "rb") as fh:
         stat = FileStat.of(os.fstat(fh.fileno()))
         data = fh.read()

@@ -24,7 +24,7 @@ from typing import Any
 from sessiond.logs import log_event
 from sessiond.sink import s3
 from sessiond.sink.config import SinkConfig
-from sessiond.sink.delta import abort_left_open
+from sessiond.sink.delta import abort_uploads
 from sessiond.sink.ledger import Ledger, LedgerEntry
 
 VERIFY_RATE = 50.0  # HEADs per second at most
@@ -77,6 +77,7 @@ class StoreCheck:
         self._lock = threading.Lock()
         self._unverified: set[str] = set()
         self._pending = 0  # not yet checked in the first pass
+        self._left_open: list[tuple[str, str]] = []
         self.replaced = 0
         self.done = threading.Event()
         self._wake = threading.Event()
@@ -85,6 +86,8 @@ class StoreCheck:
         todo = [sid for sid in session_ids if self._ledger.get(sid) is not None]
         with self._lock:
             self._pending = len(todo)
+        # Only those open before this start: an upload begun since is a worker's, not stale.
+        self._left_open = self._ledger.open_uploads()
         thread = threading.Thread(
             target=self._run, args=(todo,), name="sessiond-sink-verify", daemon=True
         )
@@ -101,7 +104,7 @@ class StoreCheck:
             return self._pending + len(self._unverified)
 
     def _run(self, todo: list[str]) -> None:
-        left_open = abort_left_open(self._client, self._config, self._ledger, None)
+        left_open = abort_uploads(self._client, self._config, self._ledger, self._left_open)
         failures = 0
         with ThreadPoolExecutor(self._batch, thread_name_prefix="sessiond-sink-head") as pool:
             while not self._stopping():
@@ -110,7 +113,7 @@ class StoreCheck:
                 with self._lock:
                     todo = sorted(self._unverified)
                 if left_open:
-                    left_open = abort_left_open(self._client, self._config, self._ledger, None)
+                    left_open = abort_uploads(self._client, self._config, self._ledger, left_open)
                 if not todo and not left_open:
                     return
                 failures += 1

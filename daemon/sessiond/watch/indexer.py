@@ -31,6 +31,7 @@ from sessiond.index.loader import HeaderLoader, Loaded, Outcome
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
+from sessiond.store.follow import SHARED, StoreSet, is_database_event
 from sessiond.watch.barrier import Barriers, is_cookie, when_all
 from sessiond.watch.folders import FolderSet
 from sessiond.watch.listeners import ChangeListener, Listeners
@@ -44,6 +45,7 @@ PENDING_CHECK_S = 2.0  # how often folders that do not exist yet are looked for
 BATCH_MAX = 4096
 CACHE_SAVE_INTERVAL_S = 60.0  # the persisted header cache is rewritten at most this often
 RECONCILE_INTERVAL_S = 300.0  # a stat-only pass over every folder repairs anything missed
+DANGLING_GRACE_S = 5.0  # a locator left after its row vanished is reported after this
 
 
 class Indexer:
@@ -53,7 +55,11 @@ class Indexer:
         discovery: Discovery,
         state_dir: str | None = None,
         reconcile_interval_s: float = RECONCILE_INTERVAL_S,
+        stores: StoreSet | None = None,
     ) -> None:
+        self._stores = SHARED if stores is None else stores  # the agent's databases
+        self._releasing = False  # re-reading the slots of vanished rows
+        self._recheck: dict[str, float] = {}  # slots of vanished rows -> when to look again
         self._reconcile_interval = reconcile_interval_s
         self._reconciled_at = time.monotonic()
         self.index = index
@@ -103,6 +109,7 @@ class Indexer:
         self._thread.join(timeout=10)
         self._watcher.stop()
         self._cache.save(force=True)
+        self._stores.close()
 
     def healthy(self) -> bool:
         return self._thread.is_alive() and self._watcher.healthy()
@@ -132,6 +139,8 @@ class Indexer:
             for folder in failed:
                 if self._folders.verify(folder):
                     self._scan_root(folder, Counts())
+            for folder in self._stores.folders():  # a commit need not have shown an event yet
+                self._poll_store(folder, Counts())
 
         done = when_all(cookies, self.call(catch_up))
         return done, lambda: self._barriers.abandon(cookies)
@@ -155,6 +164,12 @@ class Indexer:
 
     def is_root(self, folder: str) -> bool:
         return self._folders.is_root(folder)
+
+    def store_status(self) -> dict[str, Any]:
+        """The agent databases served, each with its state, and the dangling locators."""
+        dangling = self._stores.dangling()
+        return {"stores": self._stores.status(), "dangling_locators": len(dangling),
+                "dangling_examples": dangling[:10]}  # fmt: skip
 
     # --- the thread -----------------------------------------------------------------------
 
@@ -197,6 +212,13 @@ class Indexer:
 
     def _periodic(self) -> None:
         now = time.monotonic()
+        for path in [p for p, due in self._recheck.items() if due <= now]:
+            del self._recheck[path]
+            if self._stores.is_locator_file(path):  # still there: its row is gone for good
+                self._stores.locator_seen(path)
+        for folder in self._stores.due_folders(now):  # the slow timer, and failure retries
+            if self.is_root(folder):
+                self._poll_store(folder, Counts())
         if self._cache.due(now):
             self._guarded(self._cache.save)
         if self._reconcile_interval > 0 and now - self._reconciled_at > self._reconcile_interval:
@@ -241,8 +263,13 @@ class Indexer:
     def _process(self, batch: list[FsEvent | Call | None]) -> None:
         changed: dict[str, None] = {}  # ordered set: each file is read once per batch
         reread: set[str] = set()  # of those, the ones whose mode may have changed
+        databases: dict[str, None] = {}  # folders whose database may have a commit: one check
 
         def flush() -> None:
+            for folder in databases:
+                if self.is_root(folder):
+                    self._poll_store(folder, Counts())
+            databases.clear()
             for path in changed:
                 self._refresh(path, Counts(), path in reread)
             changed.clear()
@@ -269,6 +296,8 @@ class Indexer:
                         self._folders.read_pointer(item.path)
                 elif os.path.basename(item.path) in (WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME):
                     self._tell.agent_file(item.path)
+                elif is_database_event(os.path.basename(item.path)):
+                    databases[os.path.dirname(item.path)] = None
                 elif is_session_file_name(os.path.basename(item.path)):
                     changed[item.path] = None
                     if item.kind == "attrib":
@@ -299,6 +328,8 @@ class Indexer:
 
     def _forget_root(self, folder: str) -> None:
         self._barriers.release_folder(folder)
+        self._stores.drop(folder)
+        self.index.set_database_folder(folder, False)
         for record in self.index.remove_root(folder):
             self._notify("removed", record)
 
@@ -362,9 +393,15 @@ class Indexer:
         folder by folder, so a restart holds a few folders' stat results at a time, not all."""
         to_decode: list[str] = []
         for listing in listings(folders):
+            # The folder is listed first, then its database read: a locator listed always
+            # has its row in the snapshot taken after (docs/storage.md).
+            self._poll_store(listing.folder, counts, force=True)
             present = listing.stats
             indexed = {r.path: r for r in self.index.records_under(listing.folder)}
             for path in [*(indexed.keys() - present.keys()), *sorted(present)]:
+                if self._stores.claims(path):  # a row holds the slot: its file is not read
+                    counts.unchanged += 1
+                    continue
                 loaded = self._loader.without_decoding(path, indexed.get(path), present.get(path))
                 if loaded is None:
                     to_decode.append(path)
@@ -384,15 +421,59 @@ class Indexer:
         # The folder is checked to be in place before the read, and again if the file is not
         # found: a folder moved away unseen took its sessions with it, and one that came back
         # between the read and a single check would keep a file it still holds out of the index.
+        if self._stores.claims(path):
+            return  # a row holds the slot: the locator (or a legacy file) there does not count
         if self.is_root(folder) and self._folders.verify(folder):
             loaded = self._loader.load(path, self.index.by_path(path), reread)
             if loaded.outcome is not Outcome.MISSING or self._folders.verify(folder):
                 self._apply(path, loaded, counts)
 
     def _apply(self, path: str, loaded: Loaded, counts: Counts) -> None:
+        if loaded.outcome is Outcome.LOCATOR:
+            # Its row is committed before it is published: read the database first.
+            self._poll_store(os.path.dirname(path), counts)
+            if not self._releasing:  # a delete unlinks the locator right after the row
+                self._stores.locator_seen(path)
+        elif loaded.outcome is Outcome.MISSING:
+            self._stores.file_gone(path)
+        if self._stores.claims(path):
+            counts.unchanged += 1  # a row holds this slot: the file beside it does not count
+            return
         change = apply_loaded(self.index, path, loaded, counts)
         if change is not None:
             self._notify(*change)
+
+    def _poll_store(self, folder: str, counts: Counts, force: bool = False) -> None:
+        """Bring the index up to date with `folder`'s database, if it has one."""
+
+        def upsert(record: SessionRecord) -> SessionRecord | None:
+            old = self.index.upsert(record)
+            if old is None:
+                counts.added += 1
+            else:
+                counts.updated += 1
+            return old
+
+        def remove(path: str) -> SessionRecord | None:
+            old = self.index.remove(path)
+            counts.removed += old is not None
+            return old
+
+        applied = self._stores.poll(folder, upsert, remove, force)
+        self.index.set_database_folder(folder, self._stores.has_database(folder))
+        for record in applied.saved:
+            self._notify("saved", record)
+        for record in applied.removed:
+            self._notify("removed", record)
+        if not applied.released:
+            return
+        releasing, self._releasing = self._releasing, True  # this may run nested in a refresh
+        try:
+            for path in applied.released:  # a legacy file in the slot a row left counts again
+                self._refresh(path, counts)
+                self._recheck[path] = time.monotonic() + DANGLING_GRACE_S  # a locator left?
+        finally:
+            self._releasing = releasing
 
     def _notify(self, kind: str, record: SessionRecord) -> None:
         if not self._building:  # what the initial build finds is not news

@@ -28,9 +28,10 @@ from watchdog.observers.inotify_c import (
 
 from sessiond.logs import log_event
 
-# Reads (open, access, close-without-write) and in-progress writes (modify) are left out, so
-# reading a file, ours or anyone's, never floods the queue. A save arrives as a move, an
-# in-place write as create + close-write, an mtime set by hand (touch) as an attribute change.
+# Reads (open, access, close-without-write) and in-progress writes (modify, except to the
+# agent's database) are left out, so reading a file, ours or anyone's, never floods the queue.
+# A save arrives as a move, an in-place write as create + close-write, an mtime set by hand
+# (touch) as an attribute change.
 # The folder itself deleted or moved away ends its watch.
 WATCH_MASK = Mask(
     In.IN_CREATE
@@ -39,6 +40,7 @@ WATCH_MASK = Mask(
     | In.IN_MOVED_TO
     | In.IN_DELETE
     | In.IN_ATTRIB
+    | In.IN_MODIFY
     | In.IN_DELETE_SELF
     | In.IN_MOVE_SELF
     | In.IN_ONLYDIR
@@ -46,6 +48,9 @@ WATCH_MASK = Mask(
     | In.IN_EXCL_UNLINK
 )
 _GONE = In.IN_MOVED_FROM | In.IN_DELETE
+# In-progress writes count only for the agent's database and its WAL, where a commit by a
+# connection that stays open shows no other event (docs/storage.md).
+_MODIFY_NAMES = (b"sessions.sqlite3", b"sessions.sqlite3-wal")
 _SELF = In.IN_DELETE_SELF | In.IN_MOVE_SELF
 
 
@@ -77,6 +82,8 @@ class _FolderCallback:
         if mask & _SELF:
             self.on_watch_deleted(event.wd)
         elif event.name and not mask & In.IN_ISDIR:
+            if mask & In.IN_MODIFY and event.name not in _MODIFY_NAMES:
+                return
             path = os.path.join(self.folder, os.fsdecode(event.name))
             if mask & _GONE:
                 self._deliver(FsEvent("gone", path))
