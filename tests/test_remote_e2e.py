@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sessionctl.client import DaemonError
 from support.agent_sim import AgentSim, add_turn, compact, new_session
+from support.agent_store import AgentStore, rows_as_sessions
 from support.daemon import DaemonFactory, DaemonProcess, wait_for
 from support.s3proxy import RecordingProxy
 from support.s3server import S3Server
@@ -465,3 +466,25 @@ def test_without_the_sink_the_remote_ops_say_so(daemons: DaemonFactory, base: st
         with pytest.raises(DaemonError) as off:
             call(daemon.client())
         assert off.value.code == "unavailable" and "sink is off" in off.value.message
+
+
+def test_a_database_session_is_restored_as_its_export(pair: tuple[Machine, Machine]) -> None:
+    laptop, desk = pair
+    session = tool_session(laptop.workspace, 4, seed=40)
+    store = AgentStore(laptop.sessions_dir)
+    store.save(session)
+    laptop.daemon.client().sync()
+    flush(laptop)
+    listed = {h["id"]: h for h in desk.daemon.client().remote_list()["sessions"]}
+    assert listed[session["id"]]["message_count"] == len(session["messages"])
+
+    target = os.path.join(desk.home, "from-db")
+    os.makedirs(target)
+    answer = restore(desk, session["id"], workspace=target)
+    assert answer["action"] == "created"
+    restored = json.loads(Path(answer["path"]).read_bytes())
+    expected = rows_as_sessions(laptop.sessions_dir)[session["id"]]
+    expected["metadata"]["directory"] = target
+    assert restored == expected
+    assert restored["messages"] == session["messages"]
+    assert desk.daemon.client().resume(target)["session_id"] == session["id"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from sessiond.store.export import StoredUnavailable, stored_history, stored_revision
+from sessiond.store.export import StoredUnavailable, stored_document, stored_revision
 
 # serde_json writes every message starting with its first field, the role, as a string.
 _COMPACT_START = b'{"role":"'
@@ -111,12 +111,19 @@ def read_history(path: str) -> History:
     A session of the agent's database is read from its row (docs/storage.md).
     """
     try:
-        stored = stored_history(path)
+        stored = stored_document(path)
     except StoredUnavailable as exc:
         raise UnreadableSession(str(exc)) from None
     if stored is not None:
-        body, revision, count = stored
-        return History(body=body, stat=row_version(revision), messages=count, reencoded=False)
+        body, revision, count, document = stored
+        return History(
+            body=body,
+            stat=row_version(revision),
+            messages=count,
+            reencoded=False,
+            document=document,
+            path=path,
+        )
     with open(path, "rb") as fh:
         stat = FileStat.of(os.fstat(fh.fileno()))
         data = fh.read()
