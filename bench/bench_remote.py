@@ -12,6 +12,7 @@ server over HTTP on 127.0.0.1:
 
     python bench/bench_remote.py            # full (~a few minutes)
     python bench/bench_remote.py --quick    # 500 sessions only, a 10 MiB session
+    python bench/bench_remote.py --list-only  # figure 1 alone
 """
 
 from __future__ import annotations
@@ -208,6 +209,7 @@ def save_to_restorable(laptop: Machine, desk: Machine, saves: int) -> dict[str, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--list-only", action="store_true", help="figure 1 only")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench-remote-")
     server = S3Server(log_path=os.path.join(work, "moto.log"))
@@ -218,8 +220,10 @@ def main() -> int:
             figure = figure_requests(work, server, total)
             print(
                 f"remote_list at {total} sessions on 2 machines: requests {figure['requests']}, "
-                f"ms {figure['ms']}"
+                f"ms {figure['ms']}, catalog bytes (gzip) per machine {figure['catalog_bytes']}"
             )
+        if args.list_only:
+            return 0
         mib = 10 if args.quick else 100
         large = figure_large(work, server, mib, 5 if args.quick else 20)
         print(
