@@ -12,6 +12,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,7 +274,7 @@ def test_a_folder_that_cannot_be_written_is_refused_and_left_empty(
             os.chmod(folder, 0o700)
 
 
-def test_an_outage_during_restore_leaves_nothing(
+def test_a_bucket_that_is_down_at_restore_leaves_nothing(
     daemons: DaemonFactory, base: str, fresh_s3_server: S3Server
 ) -> None:
     fresh_s3_server.create_bucket("outage")
@@ -488,3 +489,46 @@ def test_a_database_session_is_restored_as_its_export(pair: tuple[Machine, Machi
     assert restored == expected
     assert restored["messages"] == session["messages"]
     assert desk.daemon.client().resume(target)["session_id"] == session["id"]
+
+
+def test_an_outage_in_the_middle_of_a_restore_leaves_nothing(
+    daemons: DaemonFactory, base: str, fresh_s3_server: S3Server
+) -> None:
+    fresh_s3_server.create_bucket("mid")
+    laptop = _machine(daemons, base, "laptop", fresh_s3_server.endpoint, "mid")
+    desk = _machine(daemons, base, "desk", fresh_s3_server.endpoint, "mid")
+    desk.daemon = daemons(
+        sessions_dirs=[desk.sessions_dir],
+        discover=False,
+        env={**desk.env, "SESSIOND_TEST_FAULTS": "sink_pause_restore_after_catalog"},
+        name="desk",
+        env_base=desk.home,
+    )
+    desk.daemon.allowed_errors |= {"upload_failed"}
+    laptop.daemon.allowed_errors |= {"upload_failed"}
+    laptop.daemon.start()
+    desk.daemon.start()
+    session = tool_session(laptop.workspace, 3, seed=6)
+    laptop.sim.save(laptop.sessions_dir, session)
+    laptop.daemon.client().sync()
+    flush(laptop)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["answer"] = restore(desk, session["id"], workspace=desk.workspace)
+        except DaemonError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    wait_for(lambda: desk.daemon.events_named("test_fault"), 60, "restore paused")
+    fresh_s3_server.stop()  # the catalog is read; the objects are not
+    Path(desk.daemon.state_dir, "sink-pause.release").touch()
+    worker.join(120)
+    error = outcome.get("error")
+    assert isinstance(error, DaemonError) and error.code == "unavailable", outcome
+    assert "reach" in error.message
+    assert not os.path.exists(os.path.join(desk.sessions_dir, session["id"] + ".json"))
+    assert leftovers(desk.sessions_dir) == []
+    fresh_s3_server.start()

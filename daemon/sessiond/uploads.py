@@ -20,7 +20,7 @@ from sessiond.remote.parts import REMOTE_LEDGER_NAME, RemoteParts
 from sessiond.remote.service import RemoteService
 from sessiond.server.ops import UploadStatus
 from sessiond.sink import HistorySink, SinkConfig
-from sessiond.sink.faults import Faults
+from sessiond.sink.faults import NO_FAULTS, Faults
 from sessiond.sink.ledger import Ledger
 
 
@@ -39,15 +39,21 @@ _EVENTS = {"upload_done": Event.UPLOAD_DONE, "upload_failed": Event.UPLOAD_FAILE
 
 
 class Uploads(UploadStatus):
-    def __init__(self, sink: HistorySink | None, config: SinkConfig | None = None) -> None:
+    def __init__(
+        self,
+        sink: HistorySink | None,
+        config: SinkConfig | None = None,
+        faults: Faults = NO_FAULTS,
+    ) -> None:
         self._sink = sink
         self._config = config
+        self._faults = faults
 
     def remote_service(self, settings: Settings, env: Mapping[str, str]) -> RemoteService | None:
         """What answers `remote_list` and `restore`; None without a bucket."""
         if self._config is None:
             return None
-        return RemoteService(self._config, settings.machine_name, env)
+        return RemoteService(self._config, settings.machine_name, env, self._faults)
 
     @classmethod
     def from_settings(
@@ -75,7 +81,7 @@ class Uploads(UploadStatus):
         faults = Faults.from_env(env, settings.state_dir)  # test-only; see sink/faults.py
         remote = remote_parts(config, settings)
         sink = HistorySink(config, locate, settings.state_dir, emit, faults=faults, remote=remote)
-        return cls(sink, config)
+        return cls(sink, config, faults)
 
     @property
     def enabled(self) -> bool:

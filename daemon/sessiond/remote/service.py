@@ -32,6 +32,7 @@ from sessiond.remote.split import SplitError, read_head, splice
 from sessiond.sink import s3
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.errors import Scrubber
+from sessiond.sink.faults import NO_FAULTS, Faults
 
 Fields = dict[str, Any]
 _ATTEMPTS = 2  # a catalog rewritten between its read and the objects' gets one more try
@@ -56,8 +57,15 @@ class Rebuilt:
 
 
 class RemoteService:
-    def __init__(self, config: SinkConfig, machine: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        config: SinkConfig,
+        machine: str,
+        env: Mapping[str, str],
+        faults: Faults = NO_FAULTS,
+    ) -> None:
         self._config = config
+        self._faults = faults  # test-only pauses (sink/faults.py)
         self.machine = machine
         self._env = env
         self._scrub = Scrubber(config.secret_key, config.access_key)
@@ -117,6 +125,7 @@ class RemoteService:
         for _ in range(_ATTEMPTS):
             copy = self._pick(args["id"], args.get("machine"))
             workspace = self._workspace(args.get("workspace"), copy)
+            self._faults.pause("restore_after_catalog", args["id"])
             try:
                 data = self._download(args["id"], copy, workspace)
             except ObjectProblem as exc:
