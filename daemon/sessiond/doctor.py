@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sessionctl.agent import env_sessions_dir, read_registry, registry_dir
+from sessionctl.socket_path import IMPERSONATION_HINT
 
 from sessiond.agentfiles import doctor_problems
 from sessiond.config import Settings
@@ -59,6 +60,14 @@ def check_socket(report: Report, socket_path: str) -> None:
         st = os.stat(folder)
     except FileNotFoundError:
         report.ok(f"socket folder {folder} does not exist yet; it is created 0700 at start")
+        return
+    if st.st_uid != os.getuid():  # nothing in it is ours: not even worth a connect
+        report.problem(
+            f"socket folder {folder} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): "
+            f"{IMPERSONATION_HINT}, so sessiond refuses to listen there and sessionctl to talk "
+            "through it; have it removed (its owner or root can), or set XDG_RUNTIME_DIR or "
+            "--socket to a folder of your own"
+        )
         return
     if _check_private(report, "socket folder", folder, st, 0o700):
         report.ok(f"socket folder {folder}: yours, mode 700")

@@ -72,12 +72,15 @@ class Ops:
 
     async def op_resume(self, args: Fields) -> Fields:
         workspace = self._canonical(args["workspace"], fresh=args["sync"])
-        await self._serve_workspace(workspace, fresh=args["sync"])
+        if not self._workspace_recently_checked(workspace, fresh=args["sync"]):
+            await self._serve_workspace(workspace, fresh=args["sync"])
         if args["sync"]:
             await self._barrier(None)
         record = self.index.resume(workspace)
         if record is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no session for workspace {workspace}")
+        if args["window"] is None:  # no coroutine to await: the common case stays as cheap as ping
+            return _header_answer(record)
         return await self._answer(record, args["window"])
 
     async def op_get(self, args: Fields) -> Fields:
@@ -226,14 +229,21 @@ class Ops:
         self._canonical_memo[workspace] = (now, resolved)
         return resolved
 
+    def _workspace_recently_checked(self, workspace: str, fresh: bool) -> bool:
+        """Whether _serve_workspace() has nothing to do: tested without awaiting it, since a
+        coroutine per request is a cost `ping` does not have."""
+        if not self.discover:
+            return True
+        checked = self._workspace_checked.get(workspace)
+        return (
+            not fresh and checked is not None and time.monotonic() - checked < WORKSPACE_RECHECK_S
+        )
+
     async def _serve_workspace(self, workspace: str, fresh: bool) -> None:
         """Source 4 of interface §2: the asked workspace's own sessions folder, when it exists."""
-        if not self.discover:
+        if self._workspace_recently_checked(workspace, fresh):
             return
         now = time.monotonic()
-        checked = self._workspace_checked.get(workspace)
-        if not fresh and checked is not None and now - checked < WORKSPACE_RECHECK_S:
-            return
         folder = await asyncio.to_thread(workspace_sessions_dir, workspace, self.env)
         if len(self._workspace_checked) > 10_000:
             self._workspace_checked.clear()
@@ -243,12 +253,7 @@ class Ops:
 
     async def _answer(self, record: SessionRecord, window: int | None) -> Fields:
         if window is None:
-            return {
-                "source": "daemon",
-                "session_id": record.session_id,
-                "path": record.path,
-                "header": record.header_json(),
-            }
+            return _header_answer(record)
         try:
             tail = await asyncio.to_thread(self.tails.get, record, window)
         except TailUnavailable as exc:
@@ -262,6 +267,15 @@ class Ops:
             "dropped": tail.dropped,
             "file_bytes": tail.record.size,
         }
+
+
+def _header_answer(record: SessionRecord) -> Fields:
+    return {
+        "source": "daemon",
+        "session_id": record.session_id,
+        "path": record.path,
+        "header": record.header_json(),
+    }
 
 
 def _rss_bytes() -> int:
