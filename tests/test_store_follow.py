@@ -264,9 +264,10 @@ def test_a_database_that_appears_later_and_a_restart(daemons: DaemonFactory, bas
         folder.store.save(row)  # the folder's first database save creates sessions.sqlite3
         client.sync()
         assert listed(client) == {legacy["id"]: 8, row["id"]: 4}
-        assert client.resume(folder.workspace)["session_id"] == max(
-            (legacy, row), key=lambda s: s["updated_at"]
-        )["id"]
+        assert (
+            client.resume(folder.workspace)["session_id"]
+            == max((legacy, row), key=lambda s: s["updated_at"])["id"]
+        )
         before = client.get(row["id"], window=3)
     assert daemon.stop() == 0
     # The header cache holds files only; the rows are read again at start.

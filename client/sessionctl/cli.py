@@ -90,7 +90,8 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (default: this process's command line)."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -125,7 +126,31 @@ def build_parser() -> argparse.ArgumentParser:
         ("watch", "print events as JSON lines until interrupted"),
     ):
         commands.add_parser(name, parents=[after], help=text)
+    _add_remote_commands(commands, after, sys.argv[1:] if argv is None else argv)
     return parser
+
+
+def _add_remote_commands(
+    commands: Any, after: argparse.ArgumentParser, argv: Sequence[str]
+) -> None:
+    """`remote list` and `restore` (cli_remote.py), whose module is imported only when one of
+    them (or help) is on the command line."""
+    if not {"remote", "restore", "-h", "--help"} & set(argv):
+        commands.add_parser("remote", help="sessions in the bucket (remote list)")
+        commands.add_parser("restore", help="restore a session from the bucket")
+        return
+    from sessionctl import cli_remote
+
+    cli_remote.add_commands(commands, after)
+
+
+def _remote_handler(name: str) -> Handler:
+    def run(args: Args, client: Client) -> int:
+        from sessionctl import cli_remote
+
+        return int(getattr(cli_remote, name)(args, client))
+
+    return run
 
 
 def _add_read_options(parser: argparse.ArgumentParser) -> None:
@@ -300,6 +325,8 @@ HANDLERS: dict[str, Handler] = {
     "flush": lambda args, client: _show(client.flush(timeout=args.timeout), args),
     "rescan": lambda args, client: _show(client.rescan(), args),
     "watch": cmd_watch,
+    "remote": _remote_handler("cmd_remote"),
+    "restore": _remote_handler("cmd_restore"),
 }
 
 
@@ -342,7 +369,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
     """The command line read as argparse reads it: by the quick reader when it can, else by
     argparse (which raises SystemExit for help and usage errors)."""
     args = quick_parse(sys.argv[1:] if argv is None else argv)
-    return args if args is not None else build_parser().parse_args(argv)
+    return args if args is not None else build_parser(argv).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

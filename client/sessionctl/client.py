@@ -355,6 +355,28 @@ class Client:
     def rescan(self) -> dict[str, Any]:
         return self.request("rescan")
 
+    def remote_list(
+        self,
+        workspace: str | None = None,
+        machine: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        return self.request(
+            "remote_list", workspace=workspace, machine=machine, limit=limit, offset=offset
+        )
+
+    def restore(
+        self,
+        id: str,
+        machine: str | None = None,
+        workspace: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        return self.request(
+            "restore", id=id, machine=machine, workspace=workspace, dry_run=dry_run or None
+        )
+
     def _wait_timeout(self, op_timeout: float | None) -> float | None:
         """A reply deadline that outlasts the daemon's own wait for `sync`/`flush`."""
         if self.timeout is None:

@@ -102,6 +102,25 @@ def _seconds(name: str, value: Any) -> float:
     return min(float(value), MAX_WAIT_TIMEOUT_S)
 
 
+_MACHINE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _machine(name: str, value: Any) -> str:
+    """A machine name as `machine_name` allows it (docs/remote.md)."""
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= 63
+        or not set(value) <= _MACHINE_CHARS
+        or value[0] in "._-"
+    ):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"'{name}' must be 1-63 letters, digits, '.', '_' or '-', starting with a letter "
+            f"or digit",
+        )
+    return value
+
+
 class FieldSpec:
     """How one request field is checked, and its value when absent."""
 
@@ -138,6 +157,18 @@ OPS: dict[str, dict[str, FieldSpec]] = {
     "flush": {"timeout": _TIMEOUT},
     "rescan": {},
     "watch": {},
+    "remote_list": {
+        "workspace": FieldSpec(_absolute_path),
+        "machine": FieldSpec(_machine),
+        "limit": FieldSpec(_count, default=DEFAULT_LIST_LIMIT),
+        "offset": FieldSpec(_count, default=0),
+    },
+    "restore": {
+        "id": FieldSpec(_session_id, required=True),
+        "machine": FieldSpec(_machine),
+        "workspace": FieldSpec(_absolute_path),
+        "dry_run": FieldSpec(_flag, default=False),
+    },
 }
 """Every op and its request fields. Fields not named here are ignored, for compatibility."""
 

@@ -71,6 +71,7 @@ class Daemon:
         uploads = Uploads.from_settings(self.settings, self.env, self.index, hub.publish)
         ops = Ops(self.index, self.indexer, self.env, uploads, discover=self.settings.discover)
         ops.agent_files = self.agent_files
+        ops.remote = uploads.remote_service(self.settings, self.env)
         self.indexer.add_listener(lambda kind, record: hub.publish(_index_event(kind, record)))
         self.indexer.add_listener(uploads.on_index_change)
         self.indexer.add_rescan_listener(

@@ -21,6 +21,8 @@ from sessionctl.protocol import DEFAULT_WAIT_TIMEOUT_S, ErrorCode, ProtocolError
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.index.tails import TailCache, TailUnavailable
+from sessiond.logs import log_event
+from sessiond.remote.restore import Action
 from sessiond.watch.indexer import Indexer
 
 WORKSPACE_RECHECK_S = 2.0  # how long "this workspace has no sessions folder" is believed
@@ -54,6 +56,7 @@ class Ops:
     tails: TailCache = field(default_factory=TailCache)
     discover: bool = True
     agent_files: Any = None  # sessiond.agentfiles.AgentFiles, when the daemon runs one
+    remote: Any = None  # sessiond.remote.service.RemoteService, when the sink is on
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.monotonic)
     _workspace_checked: dict[str, float] = field(default_factory=dict)
@@ -143,10 +146,63 @@ class Ops:
             raise ProtocolError(
                 ErrorCode.TIMEOUT, f"uploads still pending after {args['timeout']}s"
             )
-        return {"uploaded": result.get("uploaded", 0), "failed": result.get("failed", 0)}
+        return {
+            "uploaded": result.get("uploaded", 0),
+            "failed": result.get("failed", 0),
+            "catalog_written": result.get("catalog_written"),
+        }
 
     async def op_rescan(self, args: Fields) -> Fields:
         return await asyncio.wrap_future(self.indexer.rescan())
+
+    # --- beyond one machine (docs/remote.md) ----------------------------------------------
+
+    def _remote(self) -> Any:
+        if self.remote is None:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                "the history sink is off, so there is no bucket to read: set the agent's "
+                "CODETETHER_HISTORY_S3_* variables for the daemon",
+            )
+        return self.remote
+
+    async def op_remote_list(self, args: Fields) -> Fields:
+        return await asyncio.to_thread(self._remote().remote_list, args)
+
+    async def op_restore(self, args: Fields) -> Fields:
+        remote = self._remote()
+        started = time.monotonic()
+        rebuilt = await asyncio.to_thread(remote.rebuild, args)
+        plan = await asyncio.to_thread(remote.plan, rebuilt, args["id"])
+        header: Any = rebuilt.copy.entry.header
+        if not args["dry_run"]:
+            if plan.action == Action.CREATED:
+                await asyncio.to_thread(remote.write, rebuilt, args["id"])
+            folder = os.path.realpath(rebuilt.folder)
+            if not self.indexer.is_root(folder):
+                await asyncio.wrap_future(self.indexer.ensure_root(folder))
+            await self._barrier(None)  # resume finds it as soon as we answer
+            record = self.index.by_path(plan.path)
+            if record is not None:
+                header = record.header_json()
+            log_event(
+                "session_restored",
+                session_id=args["id"],
+                machine=rebuilt.copy.machine,
+                path=plan.path,
+                action=str(plan.action),
+                bytes=len(rebuilt.data),
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
+        return {
+            "session_id": args["id"],
+            "path": plan.path,
+            "header": header,
+            "action": str(plan.action),
+            "dry_run": args["dry_run"],
+            "machine": rebuilt.copy.machine,
+            "workspace": rebuilt.workspace,
+        }
 
     # --- helpers ---------------------------------------------------------------------------
 

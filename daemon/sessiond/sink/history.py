@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from sessiond.store.export import StoredUnavailable, stored_history, stored_revision
+from sessiond.store.export import StoredUnavailable, stored_document, stored_revision
 
 # serde_json writes every message starting with its first field, the role, as a string.
 _COMPACT_START = b'{"role":"'
@@ -57,6 +57,8 @@ class History:
     stat: FileStat
     messages: int
     reencoded: bool
+    document: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes
+    path: str = ""
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -109,17 +111,26 @@ def read_history(path: str) -> History:
     A session of the agent's database is read from its row (docs/storage.md).
     """
     try:
-        stored = stored_history(path)
+        stored = stored_document(path)
     except StoredUnavailable as exc:
         raise UnreadableSession(str(exc)) from None
     if stored is not None:
-        body, revision, count = stored
-        return History(body=body, stat=row_version(revision), messages=count, reencoded=False)
+        body, revision, count, document = stored
+        return History(
+            body=body,
+            stat=row_version(revision),
+            messages=count,
+            reencoded=False,
+            document=document,
+            path=path,
+        )
     with open(path, "rb") as fh:
         stat = FileStat.of(os.fstat(fh.fileno()))
         data = fh.read()
     body, reencoded, count = history_body(data)
-    return History(body=body, stat=stat, messages=count, reencoded=reencoded)
+    return History(
+        body=body, stat=stat, messages=count, reencoded=reencoded, document=data, path=path
+    )
 
 
 def history_body(data: bytes) -> tuple[bytes, bool, int]:
