@@ -203,4 +203,5 @@ def test_socket_folder_owned_by_another_user_is_refused(daemons: DaemonFactory) 
     assert daemon.spawn().wait(20) == 1
     failed = daemon.events_named("start_failed")
     assert failed and f"belongs to uid {NOBODY}" in failed[0]["error"]
+    assert "another user may be impersonating sessiond: refusing to listen" in failed[0]["error"]
     assert not os.path.exists(daemon.socket_path)

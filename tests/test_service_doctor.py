@@ -100,6 +100,22 @@ def test_an_unreadable_sessions_folder_and_foreign_socket_are_problems(doctor: D
         assert any("is not readable" in p for p in found)
 
 
+def test_a_socket_folder_of_another_user_is_called_a_possible_impersonation(
+    doctor: Doctor,
+) -> None:
+    if os.getuid() != 0:
+        pytest.skip("giving a folder to another uid needs root")
+    os.chown(f"{doctor.base}/run", 65534, 65534)
+    result = doctor.run()
+    assert result.returncode == 1
+    [problem] = problems(result)
+    assert problem.startswith(
+        f"problem: socket folder {doctor.base}/run belongs to uid 65534, not to you (uid 0): "
+        "another user may be impersonating sessiond, so sessiond refuses to listen there and "
+        "sessionctl to talk through it"
+    )
+
+
 def test_each_agent_database_is_checked(doctor: Doctor) -> None:
     from support.agent_sim import new_session
     from support.agent_store import AgentStore

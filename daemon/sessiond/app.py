@@ -71,6 +71,7 @@ class Daemon:
         uploads = Uploads.from_settings(self.settings, self.env, self.index, hub.publish)
         ops = Ops(self.index, self.indexer, self.env, uploads, discover=self.settings.discover)
         ops.agent_files = self.agent_files
+        ops.remote = uploads.remote_service(self.settings, self.env)
         self.indexer.add_listener(lambda kind, record: hub.publish(_index_event(kind, record)))
         self.indexer.add_listener(uploads.on_index_change)
         self.indexer.add_rescan_listener(
@@ -170,6 +171,8 @@ class Daemon:
                 set_level(fresh.log_level)
                 for folder in set(fresh.sessions_dirs) - set(self.settings.sessions_dirs):
                     self.indexer.serve_configured(folder)
+                for folder in set(self.settings.sessions_dirs) - set(fresh.sessions_dirs):
+                    self.indexer.unserve_configured(folder)
                 self.settings.sessions_dirs = fresh.sessions_dirs
         self.indexer.rescan().add_done_callback(lambda _: systemd.notify("READY=1"))
 

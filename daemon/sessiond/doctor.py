@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sessionctl.agent import env_sessions_dir, read_registry, registry_dir
+from sessionctl.socket_path import IMPERSONATION_HINT
 
 from sessiond.agentfiles import doctor_problems
 from sessiond.config import Settings
@@ -60,6 +61,14 @@ def check_socket(report: Report, socket_path: str) -> None:
         st = os.stat(folder)
     except FileNotFoundError:
         report.ok(f"socket folder {folder} does not exist yet; it is created 0700 at start")
+        return
+    if st.st_uid != os.getuid():  # nothing in it is ours: not even worth a connect
+        report.problem(
+            f"socket folder {folder} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): "
+            f"{IMPERSONATION_HINT}, so sessiond refuses to listen there and sessionctl to talk "
+            "through it; have it removed (its owner or root can), or set XDG_RUNTIME_DIR or "
+            "--socket to a folder of your own"
+        )
         return
     if _check_private(report, "socket folder", folder, st, 0o700):
         report.ok(f"socket folder {folder}: yours, mode 700")
@@ -114,6 +123,27 @@ def check_sessions_folder(report: Report, folder: str, writes: bool) -> None:
         )
     else:
         report.ok(f"sessions folder {folder}")
+
+
+def check_polled(report: Report, socket_path: str) -> None:
+    """Folders the running daemon polls because it cannot watch them (its `status`)."""
+    from sessionctl import Client
+
+    if not socket_is_live(socket_path):
+        return
+    try:
+        with Client(socket=socket_path, timeout=5, connect_timeout=5) as client:
+            status = client.status()
+    except Exception as exc:  # any failure here is the daemon's to report, not ours
+        report.note(f"could not ask the running sessiond which folders it polls ({exc})")
+        return
+    polled = [r["path"] for r in status.get("roots", []) if r.get("polled")]
+    for folder in polled:
+        report.problem(
+            f"sessions folder {folder} cannot be watched, so sessiond polls it every second "
+            "(changes show up to a second late): inotify watches are used up or the folder "
+            "is unreadable; raise fs.inotify.max_user_watches or fix its permissions"
+        )
 
 
 def check_state_dir(report: Report, folder: str) -> None:
@@ -191,6 +221,7 @@ def doctor(settings: Settings, env: Mapping[str, str]) -> int:
         check_sessions_folder(report, folder, writes)
         for kind, text in database_lines(folder):
             report.lines.append((kind, text))
+    check_polled(report, settings.socket)
     for problem in doctor_problems(
         folders,
         workspace_index=settings.maintain_workspace_index,

@@ -14,19 +14,48 @@ from sessiond.config import ConfigError, Settings
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
+from sessiond.remote.catalog import CatalogKeeper
+from sessiond.remote.layout import machine_instance
+from sessiond.remote.parts import REMOTE_LEDGER_NAME, RemoteParts
+from sessiond.remote.service import RemoteService
 from sessiond.server.ops import UploadStatus
 from sessiond.sink import HistorySink, SinkConfig
 from sessiond.sink.errors import classify
-from sessiond.sink.faults import Faults
+from sessiond.sink.faults import NO_FAULTS, Faults
+from sessiond.sink.ledger import Ledger
+
+
+def remote_parts(config: SinkConfig, settings: Settings) -> RemoteParts:
+    """What keeps this machine's sessions rebuildable from the bucket (docs/remote.md)."""
+    instance = machine_instance(settings.state_dir)
+    target = f"{config.endpoint_display}|{config.bucket}|{config.prefix}|{instance}"
+    ledger = Ledger(settings.state_dir, target, REMOTE_LEDGER_NAME)
+    catalog = CatalogKeeper(
+        config, settings.machine_name, instance, settings.state_dir, config.catalog_interval_s
+    )
+    return RemoteParts(config, ledger, catalog, instance)
+
 
 _EVENTS = {"upload_done": Event.UPLOAD_DONE, "upload_failed": Event.UPLOAD_FAILED}
 
 
 class Uploads(UploadStatus):
-    def __init__(self, sink: HistorySink | None, config: SinkConfig | None = None) -> None:
+    def __init__(
+        self,
+        sink: HistorySink | None,
+        config: SinkConfig | None = None,
+        faults: Faults = NO_FAULTS,
+    ) -> None:
         self._sink = sink
         self._config = config
+        self._faults = faults
         self._dead: str | None = None  # why the sink could not start: it uploads nothing
+
+    def remote_service(self, settings: Settings, env: Mapping[str, str]) -> RemoteService | None:
+        """What answers `remote_list` and `restore`; None without a bucket."""
+        if self._config is None:
+            return None
+        return RemoteService(self._config, settings.machine_name, env, self._faults)
 
     @classmethod
     def from_settings(
@@ -52,8 +81,9 @@ class Uploads(UploadStatus):
                 publish(event_message(_EVENTS[event], fields))
 
         faults = Faults.from_env(env, settings.state_dir)  # test-only; see sink/faults.py
-        sink = HistorySink(config, locate, settings.state_dir, emit, faults=faults)
-        return cls(sink, config)
+        remote = remote_parts(config, settings)
+        sink = HistorySink(config, locate, settings.state_dir, emit, faults=faults, remote=remote)
+        return cls(sink, config, faults)
 
     @property
     def enabled(self) -> bool:

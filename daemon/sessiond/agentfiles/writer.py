@@ -38,6 +38,10 @@ from sessiond.logs import log_event
 
 DEBOUNCE_S = 0.2
 MAX_DELAY_S = 1.0
+REMOVAL_QUIET_S = 2.0
+"""A folder whose sessions are disappearing is written only once none has gone for this long:
+it may be being deleted (`rm -rf`), and a file written into it meanwhile would make the
+deletion fail ("Directory not empty")."""
 
 
 @dataclass
@@ -87,6 +91,7 @@ class AgentFiles:
         self._names = {k.name for k in self._kinds}
         self._cond = threading.Condition()
         self._due: dict[str, _Due] = {}
+        self._removed_at: dict[str, float] = {}  # folder -> when a session of it last went
         self._busy = False
         self._stopping = False
         self._own: dict[str, tuple[files.Stamp, bytes]] = {}  # path -> our last write there
@@ -123,6 +128,9 @@ class AgentFiles:
 
     def on_index_change(self, kind: str, record: SessionRecord) -> None:
         """An `Indexer.add_listener` listener."""
+        if kind == "removed" and self._kinds:
+            with self._cond:
+                self._removed_at[record.root] = time.monotonic()
         self.notify(record.root)
 
     def agent_file_changed(self, path: str) -> None:
@@ -173,13 +181,17 @@ class AgentFiles:
             while True:
                 now = time.monotonic()
                 ready_at = {
-                    f: min(d.last + self._debounce_s, d.first + self._max_delay_s)
+                    f: max(
+                        min(d.last + self._debounce_s, d.first + self._max_delay_s),
+                        self._removed_at.get(f, 0.0) + REMOVAL_QUIET_S,
+                    )
                     for f, d in self._due.items()
                 }
                 if ready_at:
                     folder = min(ready_at, key=ready_at.__getitem__)
                     if self._stopping or ready_at[folder] <= now:
                         del self._due[folder]
+                        self._removed_at.pop(folder, None)
                         self._busy = True
                         return folder
                 elif self._stopping:

@@ -11,7 +11,7 @@ as the rest of a record, and each table would need its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sessiond.index.database_records import answer_order
 from sessiond.index.records import SessionRecord, split_session_path
@@ -31,6 +31,8 @@ class SessionIndex:
         self._by_workspace: dict[str, list[SessionRecord]] = {}
         self._best: dict[str, SessionRecord | None] = {}
         self._sorted: dict[str, list[SessionRecord]] = {}
+        # folder -> which workspaces its sessions may answer (the others never see them)
+        self._confined: dict[str, Callable[[str], bool]] = {}
         self._count = 0
         self.seq = 0
         # Folders holding an agent database: their workspaces are answered by `updated_at`.
@@ -52,20 +54,48 @@ class SessionIndex:
                 self._count += 1
             folder[stem] = record
             self._link_id(record)
-            for key in record.workspaces:
-                members = self._by_workspace.get(key)
-                if members is None:
-                    self._by_workspace[key] = [record]
-                else:
-                    members.append(record)
-                best = self._best.get(key)
-                if self._db_folders:
-                    self._best.pop(key, None)  # the order may be another: find it again
-                elif best is not None and record.resume_key > best.resume_key:
-                    self._best[key] = record
+            self._link_workspaces(record)
             self._sorted.clear()
             self.seq += 1
             return old
+
+    def _answers(self, record: SessionRecord) -> Iterable[str]:
+        allows = self._confined.get(record.root) if self._confined else None
+        if allows is None:
+            return record.workspaces
+        return [k for k in record.workspaces if allows(k)]
+
+    def _link_workspaces(self, record: SessionRecord) -> None:
+        for key in self._answers(record):
+            members = self._by_workspace.get(key)
+            if members is None:
+                self._by_workspace[key] = [record]
+            else:
+                members.append(record)
+            best = self._best.get(key)
+            if self._db_folders:
+                self._best.pop(key, None)  # the order may be another: find it again
+            elif best is not None and record.resume_key > best.resume_key:
+                self._best[key] = record
+
+    def confine(self, root: str, allows: Callable[[str], bool] | None) -> None:
+        """Let the sessions of `root` answer only the workspaces `allows` accepts (None: all
+        their workspaces). Judged again for every session of `root` now, and for each one
+        indexed later."""
+        with self._lock:
+            if allows is None and root not in self._confined:
+                return
+            records = list(self._folders.get(root, {}).values())
+            for record in records:
+                self._unlink_workspaces(record)
+            if allows is None:
+                del self._confined[root]
+            else:
+                self._confined[root] = allows
+            for record in records:
+                self._link_workspaces(record)
+            self._sorted.clear()
+            self.seq += 1
 
     def remove(self, path: str) -> SessionRecord | None:
         root, stem = split_session_path(path)
@@ -99,10 +129,18 @@ class SessionIndex:
 
     def _unlink(self, record: SessionRecord) -> None:
         self._unlink_id(record)
+        self._unlink_workspaces(record)
+
+    def _unlink_workspaces(self, record: SessionRecord) -> None:
+        # Every key, not only those it answers now: a confined folder's rule may have changed
+        # since the record was linked.
         for key in record.workspaces:
             members = self._by_workspace.get(key)
             if members is not None:
-                members.remove(record)  # records compare by identity
+                try:
+                    members.remove(record)  # records compare by identity
+                except ValueError:
+                    continue  # not linked there: its folder's rule kept it out
                 if not members:
                     del self._by_workspace[key]
             if self._best.get(key) is record:

@@ -30,6 +30,7 @@ from sessionctl.protocol import (
     peek_req,
 )
 
+from sessiond import memory
 from sessiond.logs import log_event
 from sessiond.server.events import EventHub
 from sessiond.server.limits import Limits, fit_descriptors
@@ -40,6 +41,10 @@ READ_CHUNK = 256 * 1024
 ACCEPT_BATCH = 64  # connections accepted per wake-up, so a burst does not starve the loop
 ACCEPT_PAUSE_S = 0.1  # accept() is retried after this when the process is out of descriptors
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+WRITE_CHUNK = 256 * 1024
+"""A reply larger than this is handed to the transport a chunk at a time, each once the last
+has left: the transport then holds a copy of one chunk, not of the whole reply."""
+TRIM_DELAY_S = 1.0  # after a large reply is gone, freed memory is given back once, this late
 SLOW_REQUEST_S = 0.1
 UNTIMED_OPS = frozenset({"sync", "flush", "rescan"})  # they wait by design: never "slow"
 _encoder = msgspec.json.Encoder()
@@ -68,6 +73,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accept_paused = False
         self._connections: set[asyncio.Task[None]] = set()
+        self._trim: asyncio.TimerHandle | None = None
 
     async def start(self, sock: socket.socket) -> None:
         # sessiond accepts by itself instead of asyncio.start_unix_server: asyncio accepts up
@@ -86,6 +92,8 @@ class Server:
             self._loop.remove_reader(self._listener.fileno())
             self._listener.close()
             self._listener = None
+        if self._trim is not None:
+            self._trim.cancel()
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
@@ -204,11 +212,16 @@ class Server:
                         # reads the ok must get the event of that save.
                         await self._stream_events(reader, writer, self._hub.subscribe(), reply)
                         return
+                    if len(reply) > WRITE_CHUNK:
+                        await self._send_large(writer, reply, deadline)
+                        continue
                     writer.write(reply)
                     # drain() only waits above the high-water mark; below it, it is a wasted
                     # coroutine per reply. A lost connection still shows: the next read ends.
+                    # Requests already read wait meanwhile: a client that does not read its
+                    # replies has at most one queued (docs/protocol.md, "Connections").
                     if transport.get_write_buffer_size() > high_water or transport.is_closing():
-                        await writer.drain()
+                        await self._drain(writer, deadline)
                 if splitter.too_large:
                     message = "request line longer than 1 MiB"
                     writer.write(encode_line(error_response(ErrorCode.TOO_LARGE, message)))
@@ -216,6 +229,47 @@ class Server:
                     return
         finally:
             deadline.close()
+
+    async def _drain(self, writer: asyncio.StreamWriter, deadline: _ReadDeadline) -> None:
+        """Wait until the client has read enough of its replies; one that reads nothing for
+        `idle_timeout_s` is closed (the reply it holds is freed)."""
+        loop = asyncio.get_running_loop()
+        deadline.arm(loop.time() + self._limits.idle_timeout_s)
+        try:
+            await writer.drain()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not deadline.expired or (task is not None and task.uncancel()):
+                raise
+            log_event("connection_timeout", partial_line=False, unread_reply=True)
+            raise ConnectionAbortedError("reply not read in time") from None
+        finally:
+            deadline.disarm()
+
+    async def _send_large(
+        self, writer: asyncio.StreamWriter, reply: bytearray, deadline: _ReadDeadline
+    ) -> None:
+        """Write `reply` a chunk at a time; afterwards, however it ends, give its memory back
+        (glibc keeps the pages of freed large buffers otherwise: docs/protocol.md)."""
+        view = memoryview(reply)
+        try:
+            for start in range(0, len(view), WRITE_CHUNK):
+                writer.write(view[start : start + WRITE_CHUNK])
+                transport = writer.transport
+                if transport.get_write_buffer_size() > 0 or transport.is_closing():
+                    await self._drain(writer, deadline)
+        finally:
+            del view
+            self._trim_soon()
+
+    def _trim_soon(self) -> None:
+        if self._trim is None:
+            loop = asyncio.get_running_loop()
+            self._trim = loop.call_later(TRIM_DELAY_S, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        memory.trim()
 
     async def _handle(self, line: bytes) -> tuple[Request | None, bytearray]:
         """Answer one request line; never raises."""

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessionctl.protocol import Event
 
@@ -34,6 +34,9 @@ from sessiond.sink.ledger import Ledger, LedgerEntry
 from sessiond.sink.schedule import FAILED, GONE, UNCHANGED, UPLOADED
 from sessiond.sink.source import HistorySource, SessionGone
 
+if TYPE_CHECKING:
+    from sessiond.remote.parts import Prepared, RemoteParts
+
 # A delta that fails for these reasons would fail whole too: the attempt fails and is retried
 # (as a delta again, once the object is checked); any other failure falls back to whole.
 _TRANSPORT_KINDS = frozenset({UNREACHABLE, TIMEOUT, SERVER})
@@ -50,6 +53,7 @@ class Outcome:
     delta: bool = False  # sent as a delta (the store copied the unchanged prefix)
     sent: int = 0  # bytes of history sent over the network
     fallback: str | None = None  # why a delta was not possible, when one was tried
+    parts_sent: int = 0  # bytes of the session's other parts sent (docs/remote.md)
 
 
 def run_attempt(
@@ -59,10 +63,15 @@ def run_attempt(
     client: Any,
     config: SinkConfig,
     faults: Faults = NO_FAULTS,
+    parts: RemoteParts | None = None,
 ) -> Outcome:
+    """With `parts`, the session's other parts go up first and its catalog entry after the
+    history (remote/parts.py)."""
     where = source.where(session_id)
     if where is None:
         ledger.forget([session_id])
+        if parts is not None:
+            parts.forget(session_id)
         return Outcome(GONE)
     try:
         history = source.read(session_id)
@@ -74,6 +83,22 @@ def run_attempt(
     except OSError as exc:
         message = f"cannot read {where}: {exc.strerror or type(exc).__name__}"
         return Outcome(FAILED, error=SinkError(UNREADABLE, message))
+    prepared: Prepared | None = None
+    if parts is not None:
+        try:
+            prepared = parts.prepare(client, session_id, history)
+        except UnreadableSession as exc:
+            message = f"{where} is not a whole session ({exc}); waiting for its next save"
+            return Outcome(FAILED, error=SinkError(UNREADABLE, message), retry=False)
+        except Exception as exc:
+            return Outcome(FAILED, error=classify(exc, config))
+
+    def publish() -> int:
+        if parts is None or prepared is None:
+            return 0
+        parts.publish(session_id, prepared, history.stat)
+        return prepared.sent
+
     previous = ledger.get(session_id)
     extends = (
         config.delta_uploads
@@ -83,7 +108,7 @@ def run_attempt(
     )
     if previous is not None and previous.fp == history.fingerprint:
         ledger.record(session_id, _entry(history, previous.etag, previous.md5_etags))
-        return Outcome(UNCHANGED)  # same body; remember the newer file
+        return Outcome(UNCHANGED, parts_sent=publish())  # same body; remember the newer file
     key = config.object_key(session_id)
     started = time.monotonic()
     fallback: str | None = None
@@ -103,6 +128,7 @@ def run_attempt(
                 fallback = f"a step of the delta failed: {error.message}"
             else:
                 ledger.record(session_id, _entry(history, done.etag, done.md5_etags))
+                parts_sent = publish()
                 return Outcome(
                     UPLOADED,
                     len(history.body),
@@ -110,6 +136,7 @@ def run_attempt(
                     multipart=True,
                     delta=True,
                     sent=done.sent,
+                    parts_sent=parts_sent,
                 )
             log_event("delta_fallback", session_id=session_id, reason=fallback)
         etag, md5_etags, multipart = _upload_whole(client, config, key, history)
@@ -118,7 +145,13 @@ def run_attempt(
     ledger.record(session_id, _entry(history, etag, md5_etags))
     size = len(history.body)
     return Outcome(
-        UPLOADED, size, _since(started), multipart=multipart, sent=size, fallback=fallback
+        UPLOADED,
+        size,
+        _since(started),
+        multipart=multipart,
+        sent=size,
+        fallback=fallback,
+        parts_sent=publish(),
     )
 
 
@@ -181,6 +214,7 @@ def report(
             multipart=outcome.multipart,
             delta=outcome.delta,
             sent_bytes=outcome.sent,
+            parts_sent_bytes=outcome.parts_sent,
             fallback=outcome.fallback,
             **fields,
         )

@@ -42,6 +42,7 @@ class SinkConfig:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
     delta_uploads: bool = True  # off: every upload whole (a store that refuses part copies)
+    catalog_interval_s: float = 1.0  # the machine's catalog is rewritten at most this often
 
     def __post_init__(self) -> None:
         _check(self)
@@ -120,6 +121,7 @@ _SETTING_TYPES: dict[str, type] = {
     "connect_timeout_s": float,
     "read_timeout_s": float,
     "delta_uploads": bool,
+    "catalog_interval_s": float,
 }
 
 
@@ -162,7 +164,7 @@ def _check(config: SinkConfig) -> None:
         ) from None
     if config.addressing_style not in _ADDRESSING_STYLES:
         raise ValueError(f"[s3] addressing_style must be one of {', '.join(_ADDRESSING_STYLES)}")
-    for name in ("debounce_s", "backoff_base_s", "stop_deadline_s"):
+    for name in ("debounce_s", "backoff_base_s", "stop_deadline_s", "catalog_interval_s"):
         if getattr(config, name) < 0:
             raise ValueError(f"[s3] {name} must be >= 0")
     for name in ("max_delay_s", "backoff_max_s", "connect_timeout_s", "read_timeout_s"):

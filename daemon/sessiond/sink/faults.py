@@ -3,6 +3,7 @@ between two parts for real.
 
 `SESSIOND_TEST_FAULTS=sink_pause_after_head` or `sink_pause_after_copy` (read once, by the
 daemon's uploads wiring) makes the first delta upload that reaches that point log `test_fault`
+(`sink_pause_restore_after_catalog`: the first restore, once it has read the catalogs)
 with the session and wait until the file `<state_dir>/sink-pause.release` exists (or 120 s
 pass), then delete it and go on. Later deltas do not pause. Nothing in the socket protocol can
 reach this; without the variable `NO_FAULTS` is used and costs nothing.
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 
 from sessiond.logs import log_event
 
-POINTS = ("after_head", "after_copy")
+POINTS = ("after_head", "after_copy", "restore_after_catalog")
 RELEASE_NAME = "sink-pause.release"
 _PREFIX = "sink_pause_"
 _MAX_PAUSE_S = 120.0

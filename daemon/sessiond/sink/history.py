@@ -18,7 +18,7 @@ import msgspec
 from sessionctl.agent import MAX_SESSION_FILE_BYTES
 from sessionctl.regular import read_regular
 
-from sessiond.store.export import StoredUnavailable, stored_history
+from sessiond.store.export import StoredUnavailable, stored_document, stored_revision
 
 # serde_json writes every message starting with its first field, the role, as a string.
 _COMPACT_START = b'{"role":"'
@@ -59,6 +59,8 @@ class History:
     stat: FileStat
     messages: int
     reencoded: bool
+    document: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes
+    path: str = ""
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -88,7 +90,16 @@ def fingerprint(body: bytes | memoryview) -> str:
     return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
+def row_version(revision: int) -> FileStat:
+    """No file version identifies a database row: its revision stands in for one."""
+    return FileStat(ino=0, size=revision, mtime_ns=0)
+
+
 def stat_file(path: str) -> FileStat | None:
+    """The version of the session at `path`: its file's, or its database row's revision."""
+    revision = stored_revision(path)
+    if revision is not None:
+        return row_version(revision)
     try:
         return FileStat.of(os.stat(path))
     except OSError:
@@ -102,18 +113,25 @@ def read_history(path: str) -> History:
     A session of the agent's database is read from its row (docs/storage.md).
     """
     try:
-        stored = stored_history(path)
+        stored = stored_document(path)
     except StoredUnavailable as exc:
         raise UnreadableSession(str(exc)) from None
     if stored is not None:
-        body, revision, count = stored
-        # No file version identifies a row: the revision stands in, so a restart re-reads it.
-        stat = FileStat(ino=0, size=revision, mtime_ns=0)
-        return History(body, fingerprint(body), stat, count, reencoded=False)
+        body, revision, count, document = stored
+        return History(
+            body=body,
+            stat=row_version(revision),
+            messages=count,
+            reencoded=False,
+            document=document,
+            path=path,
+        )
     st, data = read_regular(path, MAX_SESSION_FILE_BYTES)  # never a FIFO, a device, a huge file
     stat = FileStat.of(st)
     body, reencoded, count = history_body(data)
-    return History(body=body, stat=stat, messages=count, reencoded=reencoded)
+    return History(
+        body=body, stat=stat, messages=count, reencoded=reencoded, document=data, path=path
+    )
 
 
 def history_body(data: bytes) -> tuple[bytes, bool, int]:

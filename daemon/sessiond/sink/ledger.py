@@ -63,8 +63,8 @@ class Ledger:
     destination says nothing about this one, so it is treated as foreign.
     """
 
-    def __init__(self, state_dir: str, target: str) -> None:
-        self.path = os.path.join(state_dir, LEDGER_NAME)
+    def __init__(self, state_dir: str, target: str, name: str = LEDGER_NAME) -> None:
+        self.path = os.path.join(state_dir, name)
         self._target = target
         self._entries: dict[str, LedgerEntry] = {}
         self._open: dict[str, str] = {}

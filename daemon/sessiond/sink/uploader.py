@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessionctl.agent import is_valid_session_id
 
@@ -26,6 +26,9 @@ from sessiond.sink.ledger import Ledger
 from sessiond.sink.schedule import FAILED, UNCHANGED, UPLOADED, Attempt, Schedule
 from sessiond.sink.source import FileSource, HistorySource
 from sessiond.sink.verify import VERIFY_BATCH, VERIFY_RATE, StoreCheck
+
+if TYPE_CHECKING:
+    from sessiond.remote.parts import RemoteParts
 
 PERSIST_INTERVAL_S = 1.0  # the ledger is written at most this often (losing it costs re-uploads)
 _LOG_INTERVAL_S = 30.0  # at most one failure line per kind per interval...
@@ -45,6 +48,7 @@ class HistorySink:
         faults: Faults = NO_FAULTS,
         verify_rate: float = VERIFY_RATE,
         verify_batch: int = VERIFY_BATCH,
+        remote: RemoteParts | None = None,
     ) -> None:
         """`locate` finds a session's JSON file; `source`, when given, replaces it as the way
         to a session's history (source.py)."""
@@ -53,6 +57,8 @@ class HistorySink:
         self._faults = faults
         self._verify = (verify_rate, verify_batch)
         self._check: StoreCheck | None = None
+        self._remote = remote  # what rebuilds a session beside its history (docs/remote.md)
+        self._parts_sent = 0
         self._emit = emit
         target = f"{config.endpoint_display}|{config.bucket}|{config.prefix}"
         self._ledger = Ledger(state_dir, target)
@@ -84,6 +90,9 @@ class HistorySink:
             self._started = True
         self._ledger.load()
         self._client = s3.make_client(self._config)
+        known_ids = list(known_ids)
+        if self._remote is not None:
+            self._remote.start(self._client, set(known_ids))
         queued = 0
         unchanged: list[str] = []
         for session_id in known_ids:
@@ -128,6 +137,8 @@ class HistorySink:
         entry, stat = self._ledger.get(session_id), self._source.version(session_id)
         if entry is None or stat is None:
             return True
+        if self._remote is not None and self._remote.needs(session_id, stat):
+            return True
         return (entry.ino, entry.size, entry.mtime_ns) != (stat.ino, stat.size, stat.mtime_ns)
 
     def _replaced(self, session_id: str) -> None:
@@ -158,10 +169,13 @@ class HistorySink:
             self._closed = True
             counts = self._schedule.counts()
             self._cond.notify_all()
-        try:
-            self._ledger.close()
-        except OSError as exc:
-            log_event("ledger_write_failed", logging.ERROR, path=self._ledger.path, error=str(exc))
+        if self._remote is not None:
+            self._remote.catalog.stop(max(0.5, self._stop_deadline - time.monotonic()))
+        for ledger in self._ledgers():
+            try:
+                ledger.close()
+            except OSError as exc:
+                log_event("ledger_write_failed", logging.ERROR, path=ledger.path, error=str(exc))
         log_event(
             "sink_stopped",
             pending_left=counts["pending"] + counts["in_flight"],
@@ -209,9 +223,17 @@ class HistorySink:
         self._persist()  # what flush reports as uploaded survives a kill right after it
         unverified = 0 if check is None else check.unverified
         pending = progress.pending + (0 if checked else unverified)
+        failed = progress.failed + (unverified if checked else 0)
+        written: bool | None = None
+        if self._remote is not None:  # the catalog names what was just uploaded
+            written = self._remote.catalog.flush(max(0.0, deadline - time.monotonic()))
+            if not written:
+                failed = max(failed, 1)  # not restorable elsewhere yet: not "all uploaded"
+        catalog = {} if written is None else {"catalog_written": written}
         return {
+            **catalog,
             "uploaded": progress.uploaded,
-            "failed": progress.failed + (unverified if checked else 0),
+            "failed": failed,
             "pending": pending,
             "timed_out": pending > 0,
         }
@@ -237,6 +259,7 @@ class HistorySink:
                 "endpoint": self._config.endpoint_display,
                 "bucket": self._config.bucket,
                 "prefix": self._config.prefix,
+                "remote": None if self._remote is None else self._remote.status(),
             }
 
     def check(self) -> list[str]:
@@ -270,7 +293,7 @@ class HistorySink:
                 if session_id is not None and wait <= 0:
                     return self._schedule.begin(session_id)
                 until_persist = self._last_persist + PERSIST_INTERVAL_S - now
-                if self._ledger.dirty and not self._persisting:
+                if any(ledger.dirty for ledger in self._ledgers()) and not self._persisting:
                     if until_persist <= 0:
                         self._persisting = True
                         return _PERSIST
@@ -279,16 +302,21 @@ class HistorySink:
                     wait = min(wait, self._stop_deadline - now)
                 self._cond.wait(None if math.isinf(wait) else max(wait, 0.001))
 
+    def _ledgers(self) -> list[Ledger]:
+        return [self._ledger] + ([self._remote.ledger] if self._remote is not None else [])
+
     def _persist(self) -> None:
         try:
-            self._ledger.persist()
-        except OSError as exc:
-            with self._cond:
-                allowed = self._limiter.allow("ledger")
-            if allowed is not None:
-                log_event(
-                    "ledger_write_failed", logging.ERROR, path=self._ledger.path, error=str(exc)
-                )
+            for ledger in self._ledgers():
+                try:
+                    ledger.persist()
+                except OSError as exc:
+                    with self._cond:
+                        allowed = self._limiter.allow("ledger")
+                    if allowed is not None:
+                        log_event(
+                            "ledger_write_failed", logging.ERROR, path=ledger.path, error=str(exc)
+                        )
         finally:
             with self._cond:
                 self._persisting = False
@@ -309,6 +337,7 @@ class HistorySink:
                 self._client,
                 self._config,
                 self._faults,
+                self._remote,
             )
         except Exception as exc:  # a bug must not kill the worker
             error = SinkError(INTERNAL, f"internal error: {type(exc).__name__}")

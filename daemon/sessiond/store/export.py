@@ -54,15 +54,22 @@ def _read(record_path: str, window: int | None, stores: StoreSet) -> StoredSessi
 def stored_tail(record: StoredRecord, window: int, stores: StoreSet = SHARED) -> StoredTail:
     stored = _read(record.path, window, stores)
     row = stored.row
+    folder = os.path.dirname(record.path)
+    fresh = stored_record(folder, row.revision, row.header, row.message_count, row.tool_count)
+    session = _session_object(stored)
+    return StoredTail(fresh, msgspec.Raw(_encoder.encode(session)), stored.dropped)
+
+
+def _session_object(stored: StoredSession) -> dict[str, Any]:
+    """The legacy-shaped session object `export_json` gives for what was read."""
+    row = stored.row
     try:
         header = decode_session(row.header.encode("utf-8"))
     except InvalidSession as exc:
         raise StoredUnavailable(f"session {row.session_id}: bad header: {exc}") from None
-    folder = os.path.dirname(record.path)
-    fresh = stored_record(folder, row.revision, row.header, row.message_count, row.tool_count)
     doc = header.doc
     usage: dict[str, Any] = msgspec.json.decode(doc.usage)
-    session = {
+    return {
         "id": doc.id,
         "title": header.title,
         "created_at": doc.created_at,
@@ -75,7 +82,11 @@ def stored_tail(record: StoredRecord, window: int, stores: StoreSet = SHARED) ->
         "tool_uses": [msgspec.Raw(t.encode("utf-8")) for t in stored.tool_uses],
         "usage": ordered_usage(usage),
     }
-    return StoredTail(fresh, msgspec.Raw(_encoder.encode(session)), stored.dropped)
+
+
+def stored_revision(path: str, stores: StoreSet = SHARED) -> int | None:
+    """The indexed revision when `path` is a database session's slot, else None."""
+    return stores.revision(path)
 
 
 def stored_history(path: str, stores: StoreSet = SHARED) -> tuple[bytes, int, int] | None:
@@ -85,3 +96,14 @@ def stored_history(path: str, stores: StoreSet = SHARED) -> tuple[bytes, int, in
         return None
     stored = _read(path, None, stores)
     return history_lines(stored), stored.row.revision, len(stored.messages)
+
+
+def stored_document(path: str, stores: StoreSet = SHARED) -> tuple[bytes, int, int, bytes] | None:
+    """`(history object, revision, messages, session document)` from one read, when `path` is
+    a database session's slot, else None: the document is the legacy-shaped session, encoded
+    compact, from which restore's parts are cut (docs/remote.md). Raises StoredUnavailable."""
+    if not stores.claims(path):
+        return None
+    stored = _read(path, None, stores)
+    document = _encoder.encode(_session_object(stored))
+    return history_lines(stored), stored.row.revision, len(stored.messages), document

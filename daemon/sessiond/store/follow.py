@@ -227,6 +227,13 @@ class StoreSet:
             db = self._dbs.get(folder)
         return db is not None and db.holds(stem)
 
+    def revision(self, path: str) -> int | None:
+        """The indexed revision of the row whose slot is `path`; None when no row holds it."""
+        folder, stem = split_session_path(path)
+        with self._lock:
+            db = self._dbs.get(folder)
+        return None if db is None else db.revisions.get(stem)
+
     def read(self, folder: str, session_id: str, window: int | None) -> StoredSession | None:
         """A database session read now (None: no row). Raises StoreError."""
         with self._lock:

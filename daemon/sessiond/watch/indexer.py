@@ -17,19 +17,22 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+import msgspec
 from sessionctl.agent import (
     LISTING_CACHE_NAME,
     POINTER_SUFFIX,
     WORKSPACE_INDEX_NAME,
+    canonicalize,
     is_session_file_name,
     is_utf8_name,
+    workspace_sessions_dir,
 )
 
 from sessiond import memory
 from sessiond.index import header_cache
 from sessiond.index.crawl import CrawlPool
 from sessiond.index.loader import HeaderLoader, Loaded, Outcome
-from sessiond.index.records import SessionRecord
+from sessiond.index.records import SessionRecord, forget_workspace_keys, workspace_keys
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 from sessiond.store.follow import SHARED, StoreSet, is_database_event
@@ -80,7 +83,9 @@ class Indexer:
         self._queue: queue.SimpleQueue[FsEvent | Call | None] = queue.SimpleQueue()
         self._watcher = FolderWatcher(self._queue.put)
         self._barriers = Barriers()
-        self._folders = FolderSet(self._watcher, discovery, self._scan_new_root, self._forget_root)
+        self._folders = FolderSet(
+            self._watcher, discovery, self._scan_new_root, self._forget_root, self._confine
+        )
         self._tell = Listeners()
         self._thread = threading.Thread(target=self._run, name="sessiond-indexer", daemon=True)
         self.ready = threading.Event()
@@ -160,13 +165,19 @@ class Indexer:
         # orders the barrier after pointers and pending folders already queued, and looks for
         # folders (the registry too) that appeared since the last pending check: they hold no
         # cookie, and a save that created them must be seen.
+        # Polled folders hold no cookie either: they are looked at now.
         def catch_up() -> None:
             for folder in folders:  # a folder moved unseen holds a cookie no event will show
                 self._folders.verify(folder)
             self._check_pending()
-            for folder in failed:
+            for folder in [*failed, *self._folders.poll(force=True)]:
                 if self._folders.verify(folder):
                     self._scan_root(folder, Counts())
+            # A folder no longer watched (gone, or dormant, since the cookie was planted)
+            # gives no cookie event: nothing in it is served, so nothing is waited for there.
+            for folder in folders:
+                if not self._watcher.is_watching(folder):
+                    self._barriers.release_folder(folder)
             for folder in self._stores.folders():  # a commit need not have shown an event yet
                 self._poll_store(folder, Counts())
 
@@ -175,11 +186,15 @@ class Indexer:
 
     def ensure_root(self, folder: str) -> Future[bool]:
         """Serve `folder` (interface §2 source 4) if it is a folder; true when it is served."""
-        return self.call(lambda: self._folders.add(root_key(folder), Source.WORKSPACE))
+        return self.call(lambda: self._folders.add(folder, Source.WORKSPACE))
 
     def serve_configured(self, folder: str) -> Future[bool]:
         """Serve a folder the configuration names (a SIGHUP added it)."""
-        return self.call(lambda: self._folders.add(root_key(folder), Source.CONFIG))
+        return self.call(lambda: self._folders.add(folder, Source.CONFIG))
+
+    def unserve_configured(self, folder: str) -> Future[None]:
+        """The configuration no longer names `folder` (a SIGHUP removed it)."""
+        return self.call(lambda: self._folders.withdraw(Source.CONFIG, folder))
 
     def refresh(self, path: str) -> Future[None]:
         """Read `path` again now: a reader found it other than the index says (a change no
@@ -197,6 +212,10 @@ class Indexer:
 
     def is_root(self, folder: str) -> bool:
         return self._folders.is_root(folder)
+
+    @property
+    def registry_polled(self) -> bool:
+        return self._folders.registry_polled
 
     def store_status(self) -> dict[str, Any]:
         """The agent databases served, each with its state, and the dangling locators."""
@@ -230,6 +249,7 @@ class Indexer:
                 self._busy = True
                 self._progress()
                 self._guarded(self._check_pending)
+                self._guarded(self._poll)
                 self._guarded(self._rescan_overflowed)
                 self._guarded(self._retry_deferred)
                 self._guarded(self._periodic)
@@ -245,6 +265,7 @@ class Indexer:
             if None in batch:
                 return
             self._guarded(lambda b=batch: self._process(b))
+            self._guarded(self._poll)
             self._guarded(self._rescan_overflowed)
             self._guarded(self._retry_deferred)
             if time.monotonic() - self._last_pending_check > PENDING_CHECK_S:
@@ -266,9 +287,17 @@ class Indexer:
             self._guarded(lambda: self._rescan_all("periodic"))
 
     def _idle_timeout(self) -> float:
-        due = self._overflows.seconds_until_due(time.monotonic())
-        timeout = PENDING_CHECK_S if due is None else min(PENDING_CHECK_S, due)
-        return min(timeout, RETRY_INTERVAL_S) if self._deferred else timeout
+        now = time.monotonic()
+        dues = [self._overflows.seconds_until_due(now), self._folders.seconds_until_poll(now)]
+        if self._deferred:
+            dues.append(RETRY_INTERVAL_S)
+        return min([PENDING_CHECK_S, *(d for d in dues if d is not None)])
+
+    def _poll(self) -> None:
+        """Scan the polled folders whose stat changed (docs/protocol.md, "status")."""
+        for folder in self._folders.poll():
+            if self._folders.verify(folder):
+                self._scan_root(folder, Counts())
 
     def _retry_deferred(self) -> None:
         """Read again the files whose read failed for want of descriptors or memory."""
@@ -300,6 +329,7 @@ class Indexer:
         finally:
             self._to_crawl = []
             self._crawl.close()
+        self._guarded(self._rekey_workspaces)  # cached headers keep old symlink resolutions
 
     def _add_initial_folders(self) -> None:
         for folder, source in self._discovery.initial():
@@ -312,7 +342,9 @@ class Indexer:
             return
         # A restart: serve the folders of the last run at once, and read the registry (one
         # file per session: slow with many) right after ready. Its watch starts now, so no
-        # pointer written meanwhile is missed, and `sync` waits for the queued read.
+        # pointer written meanwhile is missed, and `sync` waits for the queued read, which
+        # drops the folders of the last run that no pointer names any more.
+        cached_roots -= {f for f, _ in self._discovery.initial()}
         for folder in sorted(cached_roots):
             self._guarded(lambda f=folder: self._folders.add(f, Source.REGISTRY))
         self._guarded(lambda: self._folders.watch_registry(read=False))
@@ -339,9 +371,14 @@ class Indexer:
                 flush()
                 self._run_call(item)
             elif isinstance(item, FsEvent):
-                if item.kind == "folder_gone":
+                if item.kind in ("folder_gone", "folder_deleted"):
                     flush()
-                    self._folders.gone(item.path)
+                    self._folders.gone(item.path, deleted=item.kind == "folder_deleted")
+                elif item.kind == "folder_attrib":
+                    # Its mode may have changed: a folder readable again is read again now.
+                    flush()
+                    if self.is_root(item.path) and self._folders.verify(item.path):
+                        self._scan_root(item.path, Counts())
                 elif item.kind == "overflow":
                     self._overflow(item.path)
                 elif is_cookie(item.path):
@@ -388,6 +425,36 @@ class Indexer:
         self._barriers.release_folder(folder, before=mark)  # made unwatched, but scanned now
         return added
 
+    def _confine(self, folder: str, confined: bool) -> None:
+        """A folder served only because workspaces were asked about answers only the
+        workspaces whose sessions folder it is by the agent's rules (docs/protocol.md, "status")."""
+        if not confined:
+            self.index.confine(folder, None)
+            return
+        env = self._discovery.env
+        judged: dict[str, bool] = {}
+
+        def allows(workspace: str) -> bool:
+            verdict = judged.get(workspace)
+            if verdict is None:
+                own = workspace_sessions_dir(canonicalize(workspace), env)
+                verdict = judged[workspace] = root_key(own) == folder
+            return verdict
+
+        self.index.confine(folder, allows)
+
+    def _rekey_workspaces(self) -> None:
+        """Judge every session's workspace again: a symlink in its directory may lead
+        elsewhere now. Each directory is resolved once."""
+        forget_workspace_keys()
+        resolved: dict[str | None, tuple[str, ...]] = {}
+        for record in self.index.records():
+            keys = resolved.get(record.directory)
+            if keys is None:
+                keys = resolved[record.directory] = workspace_keys(record.directory)
+            if keys != record.workspaces:
+                self.index.upsert(msgspec.structs.replace(record, workspaces=keys))
+
     def _forget_root(self, folder: str) -> None:
         self._barriers.release_folder(folder)
         self._stores.drop(folder)
@@ -428,17 +495,19 @@ class Indexer:
     def _rescan_all(self, reason: str = "request") -> dict[str, int]:
         counts = Counts()
         started = time.monotonic()
-        self._folders.check_pending()
+        self._folders.read_registry()  # drops the folders no pointer names any more
+        self._folders.resolve_all()  # follows folders whose path leads elsewhere now
         present = []
-        for folder in [r.path for r in self.roots() if r.watched]:
+        for folder in [r.path for r in self.roots() if r.watched or r.polled]:
             if os.path.isdir(folder):
                 present.append(folder)
             else:  # removed or moved away without an event we could see
-                self._folders.gone(folder)
+                self._folders.gone(folder, deleted=True)
         try:
             self._scan_roots(present, counts)
         finally:
             self._crawl.close()
+        self._rekey_workspaces()
         self.rescans += 1
         memory.trim()
         self._reconciled_at = time.monotonic()

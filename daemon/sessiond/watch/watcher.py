@@ -57,7 +57,9 @@ _SELF = In.IN_DELETE_SELF | In.IN_MOVE_SELF
 class FsEvent(NamedTuple):
     # "changed" (created/closed/moved-to), "attrib" (mode, owner or times set: the content may
     # be the same, its readability not), "gone" (deleted/moved-from), "folder_gone" (the
-    # watched folder itself), "overflow" (the kernel dropped events; the folder needs a rescan)
+    # watched folder itself moved away), "folder_deleted" (the watched folder deleted),
+    # "folder_attrib" (the watched folder's mode, owner or times set: it may be readable
+    # again), "overflow" (the kernel dropped events; the folder needs a rescan)
     kind: str
     path: str
 
@@ -79,8 +81,12 @@ class _FolderCallback:
 
     def _translate(self, event: InotifyEvent) -> None:
         mask = event.mask
-        if mask & _SELF:
-            self.on_watch_deleted(event.wd)
+        if mask & In.IN_DELETE_SELF:
+            self._folder_gone("folder_deleted")
+        elif mask & In.IN_MOVE_SELF:
+            self._folder_gone("folder_gone")
+        elif not event.name and mask & In.IN_ATTRIB:
+            self._deliver(FsEvent("folder_attrib", self.folder))  # its mode may have changed
         elif event.name and not mask & In.IN_ISDIR:
             if mask & In.IN_MODIFY and event.name not in _MODIFY_NAMES:
                 return
@@ -93,9 +99,12 @@ class _FolderCallback:
                 self._deliver(FsEvent("changed", path))
 
     def on_watch_deleted(self, wd: WatchDescriptor) -> None:
+        self._folder_gone("folder_gone")
+
+    def _folder_gone(self, kind: str) -> None:
         if not self._gone:  # the folder's deletion and then its watch's end: say it once
             self._gone = True
-            self._deliver(FsEvent("folder_gone", self.folder))
+            self._deliver(FsEvent(kind, self.folder))
 
     def on_queue_overflow(self) -> None:
         self._deliver(FsEvent("overflow", self.folder))
