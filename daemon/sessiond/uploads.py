@@ -55,7 +55,12 @@ class Uploads(UploadStatus):
         """What answers `remote_list` and `restore`; None without a bucket."""
         if self._config is None:
             return None
-        return RemoteService(self._config, settings.machine_name, env, self._faults)
+        try:
+            return RemoteService(self._config, settings.machine_name, env, self._faults)
+        except Exception as exc:  # an endpoint the S3 client refuses: the sink is dead, not us
+            self._dead = classify(exc, self._config).message
+            log_event("sink_dead", logging.ERROR, error=self._dead)
+            return None
 
     @classmethod
     def from_settings(
