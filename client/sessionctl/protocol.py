@@ -95,11 +95,14 @@ def _flag(name: str, value: Any) -> bool:
 def _seconds(name: str, value: Any) -> float:
     import math  # only the daemon checks requests
 
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # An int of any size is a number of seconds (math.isfinite would overflow on a huge one).
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be a number of seconds")
+    if isinstance(value, float) and not math.isfinite(value):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be a number of seconds")
     if value <= 0:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be greater than 0")
-    return min(float(value), MAX_WAIT_TIMEOUT_S)
+    return MAX_WAIT_TIMEOUT_S if value >= MAX_WAIT_TIMEOUT_S else float(value)
 
 
 _MACHINE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

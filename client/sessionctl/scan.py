@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sessionctl import agent
-from sessionctl.document import InvalidSession, header_of, validate_document, windowed_session
+from sessionctl.document import (
+    InvalidSession,
+    header_of,
+    keyed_object,
+    validate_document,
+    windowed_session,
+)
+from sessionctl.regular import open_regular, read_regular
 
 if TYPE_CHECKING:
     from sessionctl.store_scan import StoredLoaded
@@ -119,6 +126,8 @@ def list_candidates(folders: Iterable[str]) -> list[Candidate]:
             if not agent.is_session_file_name(name):
                 continue
             path = os.path.join(folder, name)
+            if not agent.is_utf8_name(path):
+                continue  # no answer could carry its name (sessiond skips it too)
             st = _stat_regular(path)
             if st is not None:
                 found.append(Candidate(path, name, st.st_mtime_ns))
@@ -140,9 +149,8 @@ def load_session(path: str) -> Loaded | None:
     if st is None:
         return None
     try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
-        doc = json.loads(text, parse_constant=_reject_constant)
+        text = read_regular(path, agent.MAX_SESSION_FILE_BYTES)[1].decode("utf-8")
+        doc = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=keyed_object)
         validate_document(doc)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, InvalidSession):
         return None
@@ -154,11 +162,10 @@ def file_contains(path: str, needle: bytes) -> bool:
     if not needle:
         return True
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < len(needle) or size > MAX_PREFILTER_BYTES:
+        with open_regular(path) as (fd, st):
+            if st.st_size < len(needle) or st.st_size > MAX_PREFILTER_BYTES:
                 return False
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
                 return view.find(needle) >= 0
     except (OSError, ValueError):
         return False
@@ -307,11 +314,10 @@ def _pointer_target(registry: str | None, session_id: str) -> str | None:
     """The file a registry pointer names, when it is an absolute existing `<id>.json`."""
     if not registry:
         return None
-    try:
-        with open(os.path.join(registry, session_id + agent.POINTER_SUFFIX), "rb") as fh:
-            target = fh.read(64 * 1024).decode("utf-8", "replace").strip()
-    except OSError:
+    content = agent.read_pointer(os.path.join(registry, session_id + agent.POINTER_SUFFIX))
+    if content is None:
         return None
+    target = content.decode("utf-8", "replace").strip()
     if not os.path.isabs(target) or os.path.basename(target) != f"{session_id}.json":
         return None
     folder = os.path.realpath(os.path.dirname(target))

@@ -94,7 +94,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         self.agent_files.start()
         self.indexer.start()
-        install_test_faults(loop, self.env)
+        install_test_faults(loop, self.env, self.indexer)
         status = StatusText(self.index, ready.is_set)
         watchdog = asyncio.create_task(Heartbeat(self.indexer, status, self._died, self.env).run())
         while not (self.indexer.ready.is_set() or self._stop.is_set()):
@@ -117,11 +117,22 @@ class Daemon:
         systemd.notify("STOPPING=1\nSTATUS=stopping")
         heartbeat.cancel()
         watchdog.cancel()
-        await server.close()
-        await asyncio.to_thread(uploads.stop)  # in flight finished, pending tried, rest kept
-        await asyncio.to_thread(self.indexer.stop)
-        await asyncio.to_thread(self.agent_files.stop)  # writes what is still pending
-        self._remove_socket_file()
+        # Each step is tried whatever the one before did: a stop always completes, saves
+        # what it can and removes the socket file.
+        try:
+            for step in (
+                server.close,
+                lambda: asyncio.to_thread(uploads.stop),  # in flight finished, rest kept
+                lambda: asyncio.to_thread(self.indexer.stop),
+                lambda: asyncio.to_thread(self.agent_files.stop),  # writes what is pending
+            ):
+                try:
+                    await step()
+                except Exception:
+                    self._exit_code = 1
+                    log_event("stop_step_failed", logging.ERROR, exc_info=True)
+        finally:
+            self._remove_socket_file()
         log_event("stop", uptime_s=round(time.monotonic() - started, 1), code=self._exit_code)
         return self._exit_code
 

@@ -17,6 +17,7 @@ from sessionctl.socket_path import IMPERSONATION_HINT
 
 from sessiond.agentfiles import doctor_problems
 from sessiond.config import Settings
+from sessiond.logs import redact_urls
 from sessiond.server.listener import socket_is_live
 from sessiond.store.doctor import database_lines
 
@@ -178,7 +179,7 @@ def check_sink(report: Report, env: Mapping[str, str], settings: Settings) -> No
     try:
         config = SinkConfig.from_env(env, settings.s3)
     except ValueError as exc:
-        report.problem(f"history sink (S3): {exc}")
+        report.problem(f"history sink (S3): {redact_urls(str(exc))}")
         return
     if config is None:
         report.note("history sink (S3): off (CODETETHER_HISTORY_S3_* are not all set)")
@@ -186,9 +187,11 @@ def check_sink(report: Report, env: Mapping[str, str], settings: Settings) -> No
     try:
         problems = HistorySink(config, lambda _id: None, settings.state_dir).check()
     except Exception as exc:
-        problems = [f"history sink (S3): the check failed: {type(exc).__name__}: {exc}"]
+        problems = [
+            f"history sink (S3): the check failed: {type(exc).__name__}: {redact_urls(str(exc))}"
+        ]
     for problem in problems:
-        report.problem(problem)
+        report.problem(redact_urls(problem))
     if not problems:
         report.ok(f"history sink (S3): {config.endpoint_display} bucket {config.bucket} writable")
 

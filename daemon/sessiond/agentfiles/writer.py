@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sessionctl.agent import LISTING_CACHE_NAME, WORKSPACE_INDEX_NAME
+from sessionctl.regular import is_transient
 
 from sessiond import memory
 from sessiond.agentfiles import files, formats
@@ -224,6 +225,9 @@ class AgentFiles:
         try:
             data = files.read(path)
         except OSError as exc:
+            if is_transient(exc):  # out of descriptors or memory: what it holds is unknown
+                log_event("agentfile_unreadable", logging.WARNING, path=path, error=str(exc))
+                return
             data = b""  # unreadable: what the agent gets is an empty file; try to replace it
             log_event("agentfile_unreadable", logging.WARNING, path=path, error=str(exc))
         parsed = {} if data is None else kind.parse(data)

@@ -124,7 +124,7 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
             root=sys.intern(folder),
             stem=None if stem == doc.id else stem,
             session_id=doc.id,
-            title=doc.title,
+            title=decoded.title,
             created=_compact_time(doc.created_at),
             updated=None
             if format_rfc3339_ns(decoded.updated_ns) == doc.updated_at
@@ -137,8 +137,8 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
             size=version.size,
             mtime_ns=version.mtime_ns,
             updated_ns=decoded.updated_ns,
-            message_count=len(doc.messages),
-            tool_use_count=len(doc.tool_uses),
+            message_count=decoded.message_count,
+            tool_use_count=decoded.tool_use_count,
         )
 
     @property

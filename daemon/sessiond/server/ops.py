@@ -20,11 +20,12 @@ from sessionctl.protocol import DEFAULT_WAIT_TIMEOUT_S, ErrorCode, ProtocolError
 
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
-from sessiond.index.tails import TailCache, TailUnavailable
+from sessiond.index.tails import Tail, TailCache, TailUnavailable
 from sessiond.logs import log_event
 from sessiond.remote.restore import Action
 from sessiond.watch.indexer import Indexer
 
+REREAD_ATTEMPTS = 3  # a windowed read that finds the file rewritten under it resolves again
 WORKSPACE_RECHECK_S = 2.0  # how long "this workspace has no sessions folder" is believed
 CANONICAL_TTL_S = 1.0  # how long a workspace's resolved path is reused (a request with sync: 0)
 Fields = dict[str, Any]
@@ -36,6 +37,7 @@ class UploadStatus:
     def status(self) -> Fields:
         return {
             "enabled": False,
+            "state": "off",
             "pending": 0,
             "in_flight": 0,
             "uploaded": 0,
@@ -81,15 +83,30 @@ class Ops:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no session for workspace {workspace}")
         if args["window"] is None:  # no coroutine to await: the common case stays as cheap as ping
             return _header_answer(record)
-        return await self._answer(record, args["window"])
+
+        def resolve() -> SessionRecord:
+            again = self.index.resume(workspace)
+            if again is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session for workspace {workspace}")
+            return again
+
+        return await self._answer(
+            resolve, lambda fresh: workspace in fresh.workspaces, args["window"]
+        )
 
     async def op_get(self, args: Fields) -> Fields:
         if args["sync"]:
             await self._barrier(None)
-        record = self.index.get(args["id"])
-        if record is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {args['id']}")
-        return await self._answer(record, args["window"])
+
+        def resolve() -> SessionRecord:
+            record = self.index.get(args["id"])
+            if record is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {args['id']}")
+            return record
+
+        return await self._answer(
+            resolve, lambda fresh: fresh.session_id == args["id"], args["window"]
+        )
 
     async def op_list(self, args: Fields) -> Fields:
         workspace = args["workspace"]
@@ -252,13 +269,31 @@ class Ops:
         if not self.indexer.is_root(os.path.realpath(folder)) and os.path.isdir(folder):
             await asyncio.wrap_future(self.indexer.ensure_root(folder))
 
-    async def _answer(self, record: SessionRecord, window: int | None) -> Fields:
-        if window is None:
-            return _header_answer(record)
-        try:
-            tail = await asyncio.to_thread(self.tails.get, record, window)
-        except TailUnavailable as exc:
-            raise ProtocolError(ErrorCode.NOT_FOUND, str(exc)) from None
+    async def _answer(
+        self,
+        resolve: Callable[[], SessionRecord],
+        answers: Callable[[SessionRecord], bool],
+        window: int | None,
+    ) -> Fields:
+        """The answer for the record `resolve()` gives. A window reads the file, which may
+        have been rewritten since it was indexed, even with another session: what was read
+        must still `answers` the question, or the index reads the file again and the
+        question is resolved anew."""
+        for _ in range(REREAD_ATTEMPTS):
+            record = resolve()
+            if window is None:
+                return _header_answer(record)
+            try:
+                tail = await asyncio.to_thread(self.tails.get, record, window)
+            except TailUnavailable as exc:
+                raise ProtocolError(ErrorCode.NOT_FOUND, str(exc)) from None
+            if tail.record.version == record.version or answers(tail.record):
+                return self._tail_answer(tail)
+            await asyncio.wrap_future(self.indexer.refresh(record.path))
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "the session file kept changing; try again")
+
+    @staticmethod
+    def _tail_answer(tail: Tail) -> Fields:
         return {
             "source": "daemon",
             "session_id": tail.record.session_id,

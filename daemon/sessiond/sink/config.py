@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sessiond.logs import redact
+from sessiond.logs import redact, redact_urls
 
 ENV_PREFIX = "CODETETHER_HISTORY_S3_"
 REQUIRED_ENV = ("ENDPOINT", "BUCKET", "ACCESS_KEY", "SECRET_KEY")
@@ -59,14 +59,9 @@ class SinkConfig:
 
     @property
     def endpoint_display(self) -> str:
-        """The endpoint without any user:password part, safe for logs and status."""
-        parts = urllib.parse.urlsplit(self.endpoint)
-        if parts.username is None and parts.password is None:
-            return self.endpoint
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=host))
+        """The endpoint without its user:password part and its query, safe for logs and
+        status (`logs.redact_urls`, which never fails, whatever the URL holds)."""
+        return redact_urls(self.endpoint)
 
     def object_key(self, session_id: str) -> str:
         """The agent's `object_key`: `<prefix><id>/history.jsonl`."""
@@ -160,6 +155,13 @@ def _check(config: SinkConfig) -> None:
             f"{ENV_PREFIX}ENDPOINT must be an http:// or https:// URL with a host, "
             f"not {config.endpoint_display!r}"
         )
+    try:
+        parts.port  # noqa: B018 - urllib checks the port only when it is asked for
+    except ValueError:
+        raise ValueError(
+            f"{ENV_PREFIX}ENDPOINT has no valid port (a number from 0 to 65535): "
+            f"{config.endpoint_display!r}"
+        ) from None
     if config.addressing_style not in _ADDRESSING_STYLES:
         raise ValueError(f"[s3] addressing_style must be one of {', '.join(_ADDRESSING_STYLES)}")
     for name in ("debounce_s", "backoff_base_s", "stop_deadline_s", "catalog_interval_s"):

@@ -38,7 +38,8 @@ SERVER = "server"
 REQUEST = "request"
 UNREADABLE = "unreadable"
 INTERNAL = "internal"
-SETUP_KINDS = frozenset({CREDENTIALS, BUCKET, DENIED, REGION, CLOCK})
+ENDPOINT = "endpoint"
+SETUP_KINDS = frozenset({CREDENTIALS, BUCKET, DENIED, REGION, CLOCK, ENDPOINT})
 
 
 class UnexpectedAnswer(Exception):
@@ -94,6 +95,12 @@ def classify(exc: BaseException, config: SinkConfig) -> SinkError:
             TIMEOUT,
             f"the S3 endpoint {endpoint} did not answer in time; check that it is up and "
             f"reachable, or raise [s3] connect_timeout_s / read_timeout_s",
+        )
+    if isinstance(cause, ValueError) and "endpoint" in str(cause).lower():
+        return SinkError(
+            ENDPOINT,
+            f"the S3 client refuses the endpoint {endpoint} (a host name may use letters, "
+            f"digits, dots and hyphens only); fix {ENV_PREFIX}ENDPOINT",
         )
     if isinstance(cause, (EndpointConnectionError, BotoConnectionError, ConnectionClosedError)):
         return SinkError(

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 
 import msgspec
+from sessionctl.agent import MAX_SESSION_FILE_BYTES
+from sessionctl.regular import read_regular
 
 from sessiond.store.export import StoredUnavailable, stored_document, stored_revision
 
@@ -124,9 +126,8 @@ def read_history(path: str) -> History:
             document=document,
             path=path,
         )
-    with open(path, "rb") as fh:
-        stat = FileStat.of(os.fstat(fh.fileno()))
-        data = fh.read()
+    st, data = read_regular(path, MAX_SESSION_FILE_BYTES)  # never a FIFO, a device, a huge file
+    stat = FileStat.of(st)
     body, reencoded, count = history_body(data)
     return History(
         body=body, stat=stat, messages=count, reencoded=reencoded, document=data, path=path

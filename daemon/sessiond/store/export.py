@@ -71,7 +71,7 @@ def _session_object(stored: StoredSession) -> dict[str, Any]:
     usage: dict[str, Any] = msgspec.json.decode(doc.usage)
     return {
         "id": doc.id,
-        "title": doc.title,
+        "title": header.title,
         "created_at": doc.created_at,
         "updated_at": doc.updated_at,
         "metadata": legacy_metadata(msgspec.json.decode(doc.metadata)),

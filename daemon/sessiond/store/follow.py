@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sessionctl.regular import read_prefix
 from sessionctl.store import (
     DATABASE_NAME,
     LOCATOR_PREFIX,
@@ -187,9 +188,8 @@ class StoreSet:
         if self.claims(path):
             return False
         try:
-            with open(path, "rb") as fh:
-                return is_locator(fh.read(len(LOCATOR_PREFIX)))
-        except OSError:
+            return is_locator(read_prefix(path, len(LOCATOR_PREFIX)))
+        except OSError:  # gone, unreadable, or no regular file (a FIFO would block a read)
             return False
 
     def file_gone(self, path: str) -> None:

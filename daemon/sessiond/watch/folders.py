@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sessionctl.agent import POINTER_SUFFIX, SESSIONS_DIR_NAME, pointer_target_dir
+from sessionctl.agent import POINTER_SUFFIX, SESSIONS_DIR_NAME, pointer_target_dir, read_pointer
 
 from sessiond.logs import log_event
 from sessiond.watch.polling import NOT_THERE, POLL_INTERVAL_S, Look, Poll
@@ -445,11 +445,8 @@ class FolderSet:
     def _pointer_target(self, name: str) -> str | None:
         if not name.endswith(POINTER_SUFFIX) or self.registry is None:
             return None
-        try:
-            with open(os.path.join(self.registry, name), "rb") as fh:
-                target = pointer_target_dir(fh.read(64 * 1024))
-        except OSError:
-            return None
+        content = read_pointer(os.path.join(self.registry, name))
+        target = pointer_target_dir(content) if content is not None else None
         if target is None:
             return None
         target = os.path.abspath(target)

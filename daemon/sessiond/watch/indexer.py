@@ -24,6 +24,7 @@ from sessionctl.agent import (
     WORKSPACE_INDEX_NAME,
     canonicalize,
     is_session_file_name,
+    is_utf8_name,
     workspace_sessions_dir,
 )
 
@@ -38,7 +39,7 @@ from sessiond.store.follow import SHARED, StoreSet, is_database_event
 from sessiond.watch.barrier import Barriers, is_cookie, when_all
 from sessiond.watch.folders import FolderSet
 from sessiond.watch.listeners import ChangeListener, Listeners
-from sessiond.watch.listing import listings
+from sessiond.watch.listing import listings, undecodable
 from sessiond.watch.overflow import OverflowTracker
 from sessiond.watch.roots import Discovery, Root, Source, root_key
 from sessiond.watch.watcher import FolderWatcher, FsEvent
@@ -48,6 +49,12 @@ PENDING_CHECK_S = 2.0  # how often folders that do not exist yet are looked for
 BATCH_MAX = 4096
 CACHE_SAVE_INTERVAL_S = 60.0  # the persisted header cache is rewritten at most this often
 RECONCILE_INTERVAL_S = 300.0  # a stat-only pass over every folder repairs anything missed
+RETRY_INTERVAL_S = 1.0  # reads deferred for want of descriptors or memory are tried this often
+STALL_S = 120.0
+"""The indexer is unhealthy when it has work and has not finished a step of it for this long:
+a live thread that makes no progress serves a stale index as surely as a dead one. A step is
+one file read and applied, one call, or one batch of events; the largest file the agent can
+load (512 MiB) decodes in seconds."""
 DANGLING_GRACE_S = 5.0  # a locator left after its row vanished is reported after this
 
 
@@ -69,7 +76,7 @@ class Indexer:
         self._discovery = discovery
         self._state_dir = state_dir
         self._loader = HeaderLoader()
-        self._crawl = CrawlPool()
+        self._crawl = CrawlPool(on_progress=self._progress)
         self._to_crawl: list[str] = []
         self._building = True  # no change notifications for what the initial build finds
         self._cache = header_cache.CacheKeeper(state_dir, index, CACHE_SAVE_INTERVAL_S)
@@ -85,6 +92,12 @@ class Indexer:
         self.rescans = 0
         self._last_pending_check = 0.0
         self._overflows = OverflowTracker()
+        self._deferred: dict[str, None] = {}  # paths whose read hit EMFILE/ENFILE/ENOMEM
+        self._retried_at = 0.0
+        self._retrying: set[str] = set()  # the deferred paths being read again now
+        self.stall_s = STALL_S
+        self._progress_at = time.monotonic()  # when the thread last finished a step
+        self._busy = False  # whether it is working on something (not waiting for work)
 
     # --- lifecycle (any thread) -----------------------------------------------------------
 
@@ -117,7 +130,22 @@ class Indexer:
         self._stores.close()
 
     def healthy(self) -> bool:
-        return self._thread.is_alive() and self._watcher.healthy()
+        """Alive, and making progress: busy on one step for `stall_s` is as bad as dead."""
+        if not (self._thread.is_alive() and self._watcher.healthy()):
+            return False
+        return not self._busy or time.monotonic() - self._progress_at < self.stall_s
+
+    def stalled_for(self) -> float:
+        """Seconds the indexer has been busy without finishing a step (0 when waiting)."""
+        return time.monotonic() - self._progress_at if self._busy else 0.0
+
+    def _progress(self) -> None:
+        self._progress_at = time.monotonic()
+
+    @property
+    def deferred(self) -> int:
+        """Files whose read waits for descriptors or memory to be available again."""
+        return len(self._deferred)
 
     # --- requests from other threads ------------------------------------------------------
 
@@ -168,6 +196,11 @@ class Indexer:
         """The configuration no longer names `folder` (a SIGHUP removed it)."""
         return self.call(lambda: self._folders.withdraw(Source.CONFIG, folder))
 
+    def refresh(self, path: str) -> Future[None]:
+        """Read `path` again now: a reader found it other than the index says (a change no
+        event told of, such as a write through a hard link in another folder)."""
+        return self.call(lambda: self._refresh(path, Counts()))
+
     def rescan(self) -> Future[dict[str, int]]:
         return self.call(self._rescan_all)
 
@@ -193,6 +226,7 @@ class Indexer:
     # --- the thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._busy = True
         started = time.monotonic()
         if self._state_dir:
             self._loader = HeaderLoader(header_cache.load(self._state_dir))
@@ -208,14 +242,20 @@ class Indexer:
         self.ready.set()
         self._guarded(self._cache.save)
         while True:
+            self._busy = False
             try:
                 item = self._queue.get(timeout=self._idle_timeout())
             except queue.Empty:
+                self._busy = True
+                self._progress()
                 self._guarded(self._check_pending)
                 self._guarded(self._poll)
                 self._guarded(self._rescan_overflowed)
+                self._guarded(self._retry_deferred)
                 self._guarded(self._periodic)
                 continue
+            self._busy = True
+            self._progress()
             batch = [item]
             while len(batch) < BATCH_MAX:
                 try:
@@ -227,6 +267,7 @@ class Indexer:
             self._guarded(lambda b=batch: self._process(b))
             self._guarded(self._poll)
             self._guarded(self._rescan_overflowed)
+            self._guarded(self._retry_deferred)
             if time.monotonic() - self._last_pending_check > PENDING_CHECK_S:
                 self._guarded(self._check_pending)
             self._guarded(self._periodic)
@@ -248,6 +289,8 @@ class Indexer:
     def _idle_timeout(self) -> float:
         now = time.monotonic()
         dues = [self._overflows.seconds_until_due(now), self._folders.seconds_until_poll(now)]
+        if self._deferred:
+            dues.append(RETRY_INTERVAL_S)
         return min([PENDING_CHECK_S, *(d for d in dues if d is not None)])
 
     def _poll(self) -> None:
@@ -255,6 +298,22 @@ class Indexer:
         for folder in self._folders.poll():
             if self._folders.verify(folder):
                 self._scan_root(folder, Counts())
+
+    def _retry_deferred(self) -> None:
+        """Read again the files whose read failed for want of descriptors or memory."""
+        now = time.monotonic()
+        if not self._deferred or now - self._retried_at < RETRY_INTERVAL_S:
+            return
+        self._retried_at = now
+        paths, self._deferred = list(self._deferred), {}
+        self._retrying = set(paths)
+        try:
+            for path in paths:
+                self._refresh(path, Counts())
+        finally:
+            self._retrying = set()
+        if not self._deferred:
+            log_event("session_reads_resumed", files=len(paths))
 
     def _guarded(self, fn: Callable[[], Any]) -> None:
         # A bug in handling one batch must not stop indexing for good.
@@ -307,6 +366,7 @@ class Indexer:
             reread.clear()
 
         for item in batch:
+            self._progress()
             if isinstance(item, Call):
                 flush()
                 self._run_call(item)
@@ -335,6 +395,9 @@ class Indexer:
                 elif is_database_event(os.path.basename(item.path)):
                     databases[os.path.dirname(item.path)] = None
                 elif is_session_file_name(os.path.basename(item.path)):
+                    if not is_utf8_name(item.path):
+                        undecodable(item.path)
+                        continue
                     changed[item.path] = None
                     if item.kind == "attrib":
                         reread.add(item.path)
@@ -497,6 +560,11 @@ class Indexer:
                 self._apply(path, loaded, counts)
 
     def _apply(self, path: str, loaded: Loaded, counts: Counts) -> None:
+        self._progress()
+        if loaded.outcome is Outcome.RETRY:
+            if path not in self._deferred and path not in self._retrying:
+                log_event("session_read_deferred", logging.WARNING, path=path, error=loaded.error)
+            self._deferred[path] = None
         if loaded.outcome is Outcome.LOCATOR:
             # Its row is committed before it is published: read the database first.
             self._poll_store(os.path.dirname(path), counts)
