@@ -243,7 +243,7 @@ def parse_rfc3339_ns(text: object) -> int | None:
     if match is None:
         return None
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    if not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):
+    if not 1 <= month <= 12 or not 1 <= day <= days_in_month(year, month):
         return None
     if hour > 23 or minute > 59 or second > 60:
         return None
@@ -254,18 +254,19 @@ def parse_rfc3339_ns(text: object) -> int | None:
             return None
         offset = (offset_h * 3600 + offset_m * 60) * (1 if match.group(9) == "+" else -1)
     # A leap second is chrono's :59 plus a whole second of nanoseconds: one second later.
-    whole = _days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+    whole = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
     nanos = int((match.group(7) or "0")[:9].ljust(9, "0"))
     return (whole - offset) * 1_000_000_000 + nanos
 
 
-def _days_in_month(year: int, month: int) -> int:
+def days_in_month(year: int, month: int) -> int:
+    """Days in `month` of `year`, proleptic Gregorian (shared with the daemon's chrono)."""
     if month == 2:
         return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
     return 30 if month in (4, 6, 9, 11) else 31
 
 
-def _days_from_civil(year: int, month: int, day: int) -> int:
+def days_from_civil(year: int, month: int, day: int) -> int:
     """Days since 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's algorithm)."""
     year -= month <= 2
     era = year // 400

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+from sessiond.atomicwrite import fsync_folder, removed_on_failure, write_synced
+
 
 def write_state_file(path: str, data: bytes) -> None:
     """Atomically replace `path` with `data` (mode 0600). Raises OSError on failure."""
@@ -13,20 +15,7 @@ def write_state_file(path: str, data: bytes) -> None:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with removed_on_failure(tmp):
+        write_synced(fd, data)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_folder(folder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from sessionctl.agent import autosi_fraction
+from sessionctl.agent import autosi_fraction, days_from_civil, days_in_month
 
 _TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
@@ -48,7 +48,7 @@ def _normalize_full(text: str) -> str | None:
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     # chrono reads at most nine fraction digits and skips the rest.
     nanos = int((match.group(7) or "0")[:9].ljust(9, "0"))
-    if not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):
+    if not 1 <= month <= 12 or not 1 <= day <= days_in_month(year, month):
         return None
     if hour > 23 or minute > 59 or second > 60:
         return None
@@ -60,7 +60,7 @@ def _normalize_full(text: str) -> str | None:
         offset_s = (offset_h * 3600 + offset_m * 60) * (1 if match.group(9) == "+" else -1)
     leap = second == 60  # chrono keeps a leap second as :59 plus a second of nanoseconds
     total = (
-        _days_from_civil(year, month, day) * _SECONDS_PER_DAY
+        days_from_civil(year, month, day) * _SECONDS_PER_DAY
         + hour * 3600
         + minute * 60
         + (59 if leap else second)
@@ -81,26 +81,6 @@ def _normalize_full(text: str) -> str | None:
 def _year(year: int) -> str:
     # chrono writes years outside 0..=9999 with a sign and at least four digits.
     return f"{year:04d}" if 0 <= year <= 9999 else f"{year:+05d}"
-
-
-def _is_leap_year(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-
-
-def _days_in_month(year: int, month: int) -> int:
-    if month == 2:
-        return 29 if _is_leap_year(year) else 28
-    return 30 if month in (4, 6, 9, 11) else 31
-
-
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    """Days since 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's algorithm)."""
-    year -= month <= 2
-    era = year // 400
-    year_of_era = year - era * 400
-    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    return era * 146_097 + day_of_era - 719_468
 
 
 def _civil_from_days(days: int) -> tuple[int, int, int]:

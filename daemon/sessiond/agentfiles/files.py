@@ -14,6 +14,7 @@ import stat
 
 from sessionctl.regular import FileTooLarge, NotRegularFile, read_regular
 
+from sessiond.atomicwrite import removed_on_failure, write_all
 from sessiond.index.records import FileVersion
 
 TMP_PREFIX = ".sessiond-tmp-"
@@ -68,24 +69,16 @@ def replace(folder: str, name: str, data: bytes) -> Stamp:
     tmp = tmp_path(folder, name)
     target = os.path.join(folder, name)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
+    with removed_on_failure(tmp):
         fd = os.open(tmp, flags, 0o666)  # a new file gets the default mode, as the agent's do
         try:
             try:
                 os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))  # a file keeps its mode
             except FileNotFoundError:
                 pass
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             written = Stamp.of(os.fstat(fd))
         finally:
             os.close(fd)
         os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return written

@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sessiond.atomicwrite import fsync_folder, removed_on_failure, write_synced
 from sessiond.index.records import SESSION_SUFFIX
 
 DATABASE_NAME = "sessions.sqlite3"
@@ -79,23 +80,10 @@ def write(folder: str, session_id: str, data: bytes) -> str:
     path = os.path.join(folder, session_id + SESSION_SUFFIX)
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with removed_on_failure(tmp):
+        write_synced(fd, data)
         if os.path.lexists(path):  # the agent saved it meanwhile
             raise Refused(f"{path} appeared while restoring; it is left as it is")
         os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_folder(folder)
     return path
