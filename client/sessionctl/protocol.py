@@ -21,6 +21,7 @@ MAX_LINE_BYTES = 1 << 20
 """A request line (without its newline) may be at most this long."""
 
 DEFAULT_LIST_LIMIT = 100
+DEFAULT_SEARCH_LIMIT = 20
 DEFAULT_WAIT_TIMEOUT_S = 10.0
 MAX_WAIT_TIMEOUT_S = 600.0
 
@@ -75,6 +76,12 @@ def _session_id(name: str, value: Any) -> str:
     return value
 
 
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be a non-empty string")
+    return value
+
+
 def _count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be an integer >= 0")
@@ -125,6 +132,13 @@ OPS: dict[str, dict[str, FieldSpec]] = {
     "flush": {"timeout": _TIMEOUT},
     "rescan": {},
     "watch": {},
+    "search": {
+        "query": FieldSpec(_text, required=True),  # its syntax is checked by the daemon
+        "workspace": FieldSpec(_absolute_path),
+        "limit": FieldSpec(_count, default=DEFAULT_SEARCH_LIMIT),
+        "offset": FieldSpec(_count, default=0),
+        "sync": _SYNC,
+    },
 }
 """Every op and its request fields. Fields not named here are ignored, for compatibility."""
 

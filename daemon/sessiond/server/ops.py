@@ -21,6 +21,7 @@ from sessionctl.protocol import DEFAULT_WAIT_TIMEOUT_S, ErrorCode, ProtocolError
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.index.tails import TailCache, TailUnavailable
+from sessiond.search.op import search as search_op
 from sessiond.watch.indexer import Indexer
 
 WORKSPACE_RECHECK_S = 2.0  # how long "this workspace has no sessions folder" is believed
@@ -54,6 +55,7 @@ class Ops:
     tails: TailCache = field(default_factory=TailCache)
     discover: bool = True
     agent_files: Any = None  # sessiond.agentfiles.AgentFiles, when the daemon runs one
+    search: Any = None  # sessiond.search.service.SearchService, when the daemon runs one
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.monotonic)
     _workspace_checked: dict[str, float] = field(default_factory=dict)
@@ -121,7 +123,19 @@ class Ops:
             "overflows": self.indexer.overflows,
             "memory": {"rss_bytes": _rss_bytes(), "tail_cache": self.tails.stats()},
             "agent_files": self.agent_files.status() if self.agent_files else None,
+            "search": self.search.status() if self.search else None,
         }
+
+    async def op_search(self, args: Fields) -> Fields:
+        if self.search is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "search is not enabled in this daemon")
+        workspace = args["workspace"]
+        if workspace is not None:
+            workspace = self._canonical(workspace, fresh=args["sync"])
+            await self._serve_workspace(workspace, fresh=args["sync"])
+        if args["sync"]:
+            await self._barrier(None)
+        return await search_op(self.search, args, workspace)
 
     # --- barriers and actions -----------------------------------------------------------------
 

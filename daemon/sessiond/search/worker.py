@@ -1,0 +1,161 @@
+"""The indexing worker: a child process that owns the index's writing connection.
+
+It runs below the daemon in priority (nice 10) and in its own process, so decoding a large
+session and tokenizing its text never holds the daemon's GIL: `resume` answers as fast while
+the index is built. It is sent batches of jobs and answers each with a BatchResult; each batch
+is one transaction. It logs nothing itself: the daemon logs what it reports.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+from sessiond.index.records import SessionRecord
+from sessiond.search.content import Unreadable, read_session_text
+from sessiond.search.store import (
+    IndexWriter,
+    check_index,
+    open_for_writing,
+    remove_files,
+    version_key,
+)
+
+NICE = 10
+
+
+@dataclass(slots=True)
+class Job:
+    path: str
+    record: SessionRecord | None  # None: the session is no longer served, drop it
+
+
+@dataclass(slots=True)
+class BatchResult:
+    added: int = 0  # sessions indexed for the first time
+    appended: int = 0  # sessions that grew: only their new messages indexed
+    reindexed: int = 0  # sessions edited or shortened: indexed whole again
+    unchanged: int = 0  # the version already indexed
+    dropped: int = 0  # sessions removed from the index
+    unreadable: int = 0  # files that could not be read now (a later change brings them)
+    messages: int = 0  # message rows written
+    bytes_read: int = 0
+    docs: int = 0  # sessions in the index after the batch
+    rebuilt: str | None = None  # the index was found broken and made anew: why
+    errors: list[str] = field(default_factory=list)
+
+
+def apply_job(writer: IndexWriter, job: Job, result: BatchResult) -> None:
+    record = job.record
+    if record is None:
+        result.dropped += writer.drop(job.path)
+        return
+    version = version_key(record.version)
+    state = writer.state(job.path)
+    if state is not None and state.version == version:
+        result.unchanged += 1
+        return
+    start = state.messages if state is not None else 0
+    try:
+        text = read_session_text(record, start)
+    except Unreadable as exc:
+        result.unreadable += 1
+        result.errors.append(str(exc)[:200])
+        return
+    result.bytes_read += text.bytes_read
+    grew = state is not None and text.message_count >= start and text.prefix_digest == state.digest
+    if not grew:
+        # New, edited, or shortened: every message, from the first.
+        text = text if start == 0 else read_session_text(record, 0)
+    doc = writer.upsert_doc(
+        job.path,
+        session_id=record.session_id,
+        title=text.title,
+        directory=record.directory,
+        workspaces=record.workspaces,
+        updated_at=record.updated_at,
+        updated_ns=record.updated_ns,
+        version=version,
+        messages=text.message_count,
+        digest=text.all_messages_digest,
+        reindex=not grew,
+    )
+    result.messages += writer.add_messages(doc, ((m.index, m.role, m.text) for m in text.messages))
+    if state is None:
+        result.added += 1
+    elif grew:
+        result.appended += 1
+    else:
+        result.reindexed += 1
+
+
+class _Index:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        conn, self.opened_reason = open_for_writing(path)
+        self.writer = IndexWriter(conn)
+
+    def rebuild(self, reason: str) -> None:
+        self.writer.conn.close()
+        remove_files(self.path)
+        conn, _ = open_for_writing(self.path)
+        self.writer = IndexWriter(conn)
+        self.opened_reason = reason
+
+    def run_batch(self, jobs: list[Job]) -> BatchResult:
+        result = BatchResult()
+        try:
+            self.writer.begin()
+            for job in jobs:
+                apply_job(self.writer, job, result)
+            self.writer.commit()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "disk" not in str(exc).lower():
+                raise
+            # Damaged under our feet: start again from nothing; the daemon requeues everything.
+            self.rebuild(f"damaged: {str(exc)[:160]}")
+            return BatchResult(rebuilt=self.opened_reason, docs=0)
+        result.docs = self.writer.count()
+        return result
+
+    def check(self) -> BatchResult:
+        try:
+            check_index(self.writer.conn)
+        except Exception as exc:  # IndexBroken or sqlite3.DatabaseError
+            self.rebuild(str(exc)[:200])
+            return BatchResult(rebuilt=self.opened_reason, docs=0)
+        return BatchResult(docs=self.writer.count())
+
+
+def worker_main(conn: Connection, path: str) -> None:
+    """The child's loop: ("jobs", [Job]) and ("check",) get a BatchResult; ("stop",) or a
+    closed pipe end it."""
+    try:
+        os.nice(NICE)
+    except OSError:
+        pass
+    try:
+        index = _Index(path)
+    except Exception as exc:
+        conn.send(("failed", f"cannot open the search index {path}: {exc}"[:300]))
+        return
+    conn.send(("opened", index.opened_reason, index.writer.count()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message[0] == "stop":
+            index.writer.conn.close()
+            return
+        started = time.monotonic()
+        try:
+            result = index.run_batch(message[1]) if message[0] == "jobs" else index.check()
+        except Exception as exc:
+            index.writer.rollback()
+            result = BatchResult(errors=[f"{type(exc).__name__}: {exc}"[:300]])
+            result.docs = index.writer.count()
+        conn.send(("done", result, time.monotonic() - started))
