@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,8 +114,6 @@ def test_accents_and_case_fold(corpus: SearchCorpus, daemon: DaemonProcess) -> N
 
 
 def _unaccent(word: str) -> str:
-    import unicodedata
-
     return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
 
 
@@ -214,9 +213,7 @@ def test_restart_indexes_nothing_again_and_a_damaged_index_is_rebuilt(
     with open(index_file, "r+b") as fh:
         fh.seek(size // 2)
         fh.write(os.urandom(min(16384, size // 4)))
-    third = daemons(env_base=corpus.base, name="first")
-    third.allowed_errors = set()
-    third.start()
+    third = daemons(env_base=corpus.base, name="first").start()
     status = wait_built(third)
     rebuilt = third.events_named("search_index_rebuilt")
     assert rebuilt and status["rebuilds"] == 1, third.log_text()
@@ -257,7 +254,7 @@ HOSTILE = [
     "\x00",
     "x" * 1001,
     "zorbquix " * 200,
-    "\ud800" if False else "\U0010ffff",
+    "\U0010ffff",
 ]
 
 
@@ -334,3 +331,19 @@ def test_status_reports_the_index(daemon: DaemonProcess, corpus: SearchCorpus) -
     events = daemon.events_named("search_built")
     assert events and events[-1]["pending"] == 0
     json.dumps(search)
+
+
+def test_without_fts5_search_is_unavailable_and_the_rest_serves(
+    corpus: SearchCorpus, daemons: DaemonFactory
+) -> None:
+    daemon = daemons(env_base=corpus.base, env={"SESSIOND_TEST_FAULTS": "no_fts5"}).start()
+    with daemon.client() as client:
+        with pytest.raises(DaemonError) as caught:
+            client.search(WORDS[0], sync=True)
+        assert caught.value.code == "unavailable"
+        assert "FTS5" in caught.value.message
+        status = client.status()["search"]
+        assert status["available"] is False and "FTS5" in status["reason"]
+        assert client.resume(corpus.workspaces["beta"], sync=True)["session_id"]
+    assert not os.path.exists(os.path.join(daemon.state_dir, "search.sqlite3"))
+    assert daemon.events_named("search_unavailable")

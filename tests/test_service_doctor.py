@@ -98,3 +98,12 @@ def test_an_unreadable_sessions_folder_and_foreign_socket_are_problems(doctor: D
     assert any("is not a socket" in p for p in found)
     if os.geteuid() != 0:  # root reads whatever the mode says
         assert any("is not readable" in p for p in found)
+
+
+def test_search_says_whether_fts5_is_there(doctor: Doctor) -> None:
+    result = doctor.run()
+    assert "ok: search: SQLite FTS5 available" in result.stdout
+    missing = doctor.run(SESSIOND_TEST_FAULTS="no_fts5")
+    assert missing.returncode == 1
+    [problem] = problems(missing)
+    assert "search:" in problem and "FTS5" in problem and "unavailable" in problem

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sessionctl import scan
+from sessionctl import cli_search, scan
 from sessionctl.client import Client, DaemonError, DaemonUnreachable
 from sessionctl.protocol import ErrorCode
 
@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", metavar="N", type=_count, default=100)
     listing.add_argument("--offset", metavar="N", type=_count, default=0)
     listing.add_argument("--sync", action="store_true", help="see every save made before")
+
+    cli_search.add_parser(commands, [after], _count)
 
     for name, text in (
         ("status", "what the daemon is doing"),
@@ -263,6 +265,7 @@ HANDLERS: dict[str, Handler] = {
     "flush": lambda args, client: _show(client.flush(timeout=args.timeout), args),
     "rescan": lambda args, client: _show(client.rescan(), args),
     "watch": cmd_watch,
+    "search": cli_search.cmd_search,
 }
 
 

@@ -61,7 +61,7 @@ class Daemon:
         self.indexer.add_listener(self.agent_files.on_index_change)
         self.indexer.add_agent_file_hook(self.agent_files.agent_file_changed)
         self.indexer.add_folder_hook(self.agent_files.notify)
-        self.search = SearchService(settings.state_dir, self.index)
+        self.search = SearchService(settings.state_dir, self.index, env)
         self.indexer.add_listener(self.search.on_index_change)
         self._stop = asyncio.Event()
         self._owns_socket_file = False

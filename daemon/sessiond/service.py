@@ -11,7 +11,8 @@ to a silently stale index.
 Test-only faults: `SESSIOND_TEST_FAULTS=watcher_dies`, read once at start, makes SIGUSR2 stop
 every watchdog inotify reader thread in the process, the way a crashed watcher would end.
 Nothing in the socket protocol can reach it; it exists so the tests can kill the watcher for
-real (tests/test_service_activation.py).
+real (tests/test_service_activation.py). `no_fts5` makes search and `doctor` act as on a Python
+whose SQLite lacks FTS5 (sessiond.search.store).
 """
 
 from __future__ import annotations

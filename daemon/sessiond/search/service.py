@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,10 +78,12 @@ class _Build:
 
 
 class SearchService:
-    def __init__(self, state_dir: str, index: SessionIndex) -> None:
+    def __init__(
+        self, state_dir: str, index: SessionIndex, env: Mapping[str, str] | None = None
+    ) -> None:
         self._index = index
         self.path = index_path(state_dir)
-        self.unavailable: str | None = fts5_missing()
+        self.unavailable: str | None = fts5_missing(env)
         self._lock = threading.Condition()
         self._seq = 0
         self._live: OrderedDict[str, int] = OrderedDict()  # path -> seq of its first change
@@ -144,14 +147,17 @@ class SearchService:
                 self._requeue_in_flight()
                 restarts += 1
                 if restarts > WORKER_RESTARTS:
-                    self.unavailable = (
-                        f"the indexing worker failed {restarts} times: {self.last_error}"
-                    )
+                    self._give_up(f"the indexing worker failed {restarts} times: {self.last_error}")
                     return
                 with self._lock:
                     self._lock.wait_for(lambda: self._stopping, timeout=min(30.0, 2.0**restarts))
             finally:
                 self._close_worker()
+
+    def _give_up(self, reason: str) -> None:
+        with self._lock:
+            self.unavailable = reason
+            self._lock.notify_all()
 
     def _serve_worker(self) -> None:
         self._open_worker()
@@ -181,8 +187,7 @@ class SearchService:
         if not parent.poll(WORKER_START_TIMEOUT_S):
             raise _WorkerFailed("the indexing worker did not open the index in time")
         message = parent.recv()
-        if message[0] != "opened":
-            self.unavailable = str(message[1])
+        if message[0] != "opened":  # the index cannot be opened nor made (retried, then given up)
             raise _WorkerFailed(str(message[1]))
         _, rebuilt, docs = message
         if rebuilt is not None:
@@ -335,7 +340,9 @@ class SearchService:
         with self._lock:
             target = self._seq
             deadline = time.monotonic() + timeout
-            if not self._lock.wait_for(self._ready.is_set, timeout):
+            if not self._lock.wait_for(
+                lambda: self._ready.is_set() or self.unavailable is not None, timeout
+            ):
                 return False
 
             def caught_up() -> bool:

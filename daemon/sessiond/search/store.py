@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 SCHEMA_VERSION = "1"
@@ -48,8 +48,14 @@ class IndexBroken(Exception):
     """The index file is not one this version wrote, or is damaged: it must be rebuilt."""
 
 
-def fts5_missing() -> str | None:
+NO_FTS5_FAULT = "no_fts5"  # SESSIOND_TEST_FAULTS: the tests play a Python without FTS5
+
+
+def fts5_missing(env: Mapping[str, str] | None = None) -> str | None:
     """Why this Python's SQLite cannot hold the index, or None when it can."""
+    faults = (env or {}).get("SESSIOND_TEST_FAULTS", "")
+    if NO_FTS5_FAULT in (f.strip() for f in faults.split(",")):
+        return f"FTS5 turned off by SESSIOND_TEST_FAULTS={NO_FTS5_FAULT}"
     try:
         conn = sqlite3.connect(":memory:")
         try:
