@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import unicodedata
 from collections.abc import Iterator
 from typing import Any
@@ -347,3 +348,26 @@ def test_without_fts5_search_is_unavailable_and_the_rest_serves(
         assert client.resume(corpus.workspaces["beta"], sync=True)["session_id"]
     assert not os.path.exists(os.path.join(daemon.state_dir, "search.sqlite3"))
     assert daemon.events_named("search_unavailable")
+
+
+def test_a_killed_worker_is_restarted_and_nothing_is_lost(
+    tmp_path_factory: pytest.TempPathFactory, daemons: DaemonFactory
+) -> None:
+    corpus = build(os.path.realpath(tmp_path_factory.mktemp("crash")), sessions=6)
+    daemon = daemons(env_base=corpus.base).start()
+    daemon.allowed_errors.add("search_worker_failed")
+    wait_built(daemon)
+    session_id = next(iter(corpus.paths))
+    session = corpus.load(session_id)
+    with daemon.client() as client:
+        pid = client.status()["search"]["worker_pid"]
+        os.kill(pid, signal.SIGKILL)
+        session["messages"].append(text_message("user", "after the crash flobberwick"))
+        corpus.save("alpha", session)
+        found, _ = searched(client, "flobberwick", sync=True)
+        assert found == {(session_id, len(session["messages"]) - 1)}
+        status = client.status()["search"]
+        assert status["worker_pid"] not in (None, pid)
+        for query in WORDS:
+            assert searched(client, query)[0] == corpus.reference(query)
+    assert daemon.events_named("search_worker_failed")

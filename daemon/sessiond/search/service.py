@@ -330,6 +330,7 @@ class SearchService:
                 "pending": self.pending if self._ready.is_set() else len(self._index),
                 "building": self._build is not None or not self._ready.is_set(),
                 "rebuilds": self.rebuilds,
+                "worker_pid": self._worker.pid if self._worker is not None else None,
                 "index_bytes": _file_bytes(self.path),
                 "last_error": self.last_error,
                 "since_start": self.totals.as_dict(),

@@ -19,6 +19,7 @@ INDEX_NAME = "search.sqlite3"
 SLOT_BITS = 24
 MAX_MESSAGES = (1 << SLOT_BITS) - 2  # messages past this index are not searchable
 TITLE_ROLE = "title"
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
 
 _SCHEMA = f"""
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,6 +90,7 @@ def connect(path: str, *, write: bool) -> sqlite3.Connection:
     if write:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # a crash loses the last batches, not the file
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")  # the WAL shrinks back
     else:
         conn.execute("PRAGMA query_only = 1")
     return conn
