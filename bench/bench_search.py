@@ -132,10 +132,9 @@ def run(corpus: corpus_mod.Corpus, args: argparse.Namespace, work: str) -> dict[
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(daemon.socket)
             while search_status(daemon.socket)["building"]:
-                if len(during) < args.resume_during:
-                    during += resume_times(sock, lines)
-                else:  # enough samples: from here the build is timed as it runs alone
-                    time.sleep(0.2)
+                # Spread over the whole build: a chunk of requests, then a pause.
+                during += resume_times(sock, lines)
+                time.sleep(args.resume_pause)
             idle = []
             while len(idle) < len(during):
                 idle += resume_times(sock, lines)
@@ -194,7 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--searches", type=int, default=200, help="timed searches per kind")
     parser.add_argument("--saves", type=int, default=100, help="timed saves for the lag")
     parser.add_argument(
-        "--resume-during", type=int, default=20_000, help="resume requests to time during the build"
+        "--resume-pause",
+        type=float,
+        default=0.25,
+        help=f"seconds between two chunks of {BUILD_CHUNK} resume requests during the build",
     )
     parser.add_argument("--json-out", metavar="FILE")
     parser.add_argument("--keep", action="store_true", help="keep the run's work folder")

@@ -8,7 +8,7 @@ from typing import Any
 from sessionctl.protocol import DEFAULT_WAIT_TIMEOUT_S, ErrorCode, ProtocolError
 
 from sessiond.search.query import QueryError, to_fts
-from sessiond.search.service import SearchService, SearchUnavailable
+from sessiond.search.service import SearchQueryRefused, SearchService, SearchUnavailable
 
 
 async def search(
@@ -32,4 +32,6 @@ async def search(
         )
     except SearchUnavailable as exc:
         raise ProtocolError(ErrorCode.UNAVAILABLE, str(exc)) from None
+    except SearchQueryRefused as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"query: {exc}") from None
     return {"source": "daemon", **found}

@@ -42,10 +42,19 @@ WORKER_START_TIMEOUT_S = 600.0  # opening checks the whole file (quick_check)
 WORKER_RESTARTS = 5
 SNIPPET_TOKENS = 16
 MAX_LIMIT = 1000
+RANK_LIMIT = 20_000
+"""At most this many matching texts are ranked: those of the sessions indexed last (doc ids
+grow as sessions are first indexed, oldest first, or indexed whole again). A word found in
+more texts than this is too common for its bm25 to tell them apart, and ranking them all
+would cost seconds; `total` still counts every match."""
 
 
 class SearchUnavailable(Exception):
     """Search cannot answer now; the message says why."""
+
+
+class SearchQueryRefused(Exception):
+    """FTS5 refused a translated query (the translation should make that impossible)."""
 
 
 @dataclass
@@ -234,6 +243,7 @@ class SearchService:
             conn.close()
         records = self._index.records()
         todo = [r for r in records if states.get(r.path, ("",))[0] != version_key(r.version)]
+        todo.sort(key=lambda r: r.list_key)  # oldest first: newer sessions get greater doc ids
         served = {r.path for r in records}
         gone = [path for path in states if path not in served]
         with self._lock:
@@ -364,11 +374,17 @@ class SearchService:
             raise SearchUnavailable("the search index is being opened")
         epoch, conn = self._reader()
         try:
-            hits, total = _query(conn, match, workspace, min(limit, MAX_LIMIT), offset)
+            conn.execute("BEGIN")  # one snapshot for the ranking, the snippets and the count
+            try:
+                hits, total = run_query(conn, match, workspace, min(limit, MAX_LIMIT), offset)
+            finally:
+                conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             conn.close()
             if isinstance(exc, sqlite3.OperationalError) and "fts5" in str(exc).lower():
-                raise  # a query the translation let through: a bug, not a broken index
+                # A query the translation let through: the index is fine, the query is not.
+                log_event("search_query_refused", logging.WARNING, error=str(exc)[:200])
+                raise SearchQueryRefused(f"cannot be searched ({exc})") from None
             with self._lock:
                 self._check_asked = True
                 self._lock.notify_all()
@@ -398,27 +414,47 @@ class _WorkerFailed(Exception):
     pass
 
 
-_HITS = f"""
-SELECT texts.rowid, texts.role, snippet(texts, 0, '[', ']', '…', {SNIPPET_TOKENS}),
-       bm25(texts), d.session_id, d.title, d.directory, d.updated_at
-FROM texts JOIN docs d ON d.id = texts.rowid >> {SLOT_BITS}
-WHERE texts MATCH ? {{scope}}
-ORDER BY bm25(texts), d.updated_ns DESC, texts.rowid
+# Stage one ranks without snippets: a result column is computed for every row the sort sees,
+# and a snippet costs far more than bm25. Only the page's hits get one, in stage two.
+_RANKED = f"""
+SELECT m.rowid, d.id FROM (
+    SELECT texts.rowid AS rowid, bm25(texts) AS score FROM texts
+    WHERE texts MATCH ? {{scope}} ORDER BY texts.rowid DESC LIMIT ?
+) m JOIN docs d ON d.id = m.rowid >> {SLOT_BITS}
+ORDER BY m.score, d.updated_ns DESC, m.rowid DESC
 LIMIT ? OFFSET ?
+"""
+_HIT = f"""
+SELECT texts.role, snippet(texts, 0, '[', ']', '…', {SNIPPET_TOKENS}), bm25(texts),
+       d.session_id, d.title, d.directory, d.updated_at
+FROM texts JOIN docs d ON d.id = ?
+WHERE texts MATCH ? AND texts.rowid = ?
 """
 _TOTAL = "SELECT count(*) FROM texts WHERE texts MATCH ? {scope}"
 _SCOPE = f"AND texts.rowid >> {SLOT_BITS} IN (SELECT doc FROM doc_workspaces WHERE workspace = ?)"
 
 
-def _query(
-    conn: sqlite3.Connection, match: str, workspace: str | None, limit: int, offset: int
+def run_query(
+    conn: sqlite3.Connection,
+    match: str,
+    workspace: str | None,
+    limit: int,
+    offset: int,
+    rank_limit: int = RANK_LIMIT,
 ) -> tuple[list[dict[str, Any]], int]:
+    """Hits of the page and the total, on a reader connection, in the caller's transaction."""
     scope, params = ("", [match]) if workspace is None else (_SCOPE, [match, workspace])
-    rows = conn.execute(_HITS.format(scope=scope), [*params, limit, offset]).fetchall()
+    ranked = conn.execute(
+        _RANKED.format(scope=scope), [*params, rank_limit, limit, offset]
+    ).fetchall()
     total = conn.execute(_TOTAL.format(scope=scope), params).fetchone()[0]
     mask = (1 << SLOT_BITS) - 1
     hits = []
-    for rowid, role, snippet, bm25, session_id, title, directory, updated_at in rows:
+    for rowid, doc in ranked:
+        row = conn.execute(_HIT, (doc, match, rowid)).fetchone()
+        if row is None:  # cannot be: the same snapshot as stage one (one read transaction)
+            continue
+        role, snippet, bm25, session_id, title, directory, updated_at = row
         slot = rowid & mask
         hits.append(
             {

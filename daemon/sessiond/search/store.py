@@ -208,8 +208,12 @@ class IndexWriter:
         digest: bytes,
         reindex: bool,
     ) -> int:
-        """Write the session's row (and title row); with `reindex`, first drop its texts."""
+        """Write the session's row (and title row); with `reindex`, first drop it and its
+        texts, so it comes back under a new doc id (ids grow with recency: see RANK_LIMIT)."""
         state = self.state(path)
+        if state is not None and reindex:  # indexed whole again: under a new, greater doc id
+            self.drop(path)
+            state = None
         if state is None:
             cursor = self.conn.execute(
                 "INSERT INTO docs(path, session_id, title, directory, updated_at, updated_ns,"
@@ -246,10 +250,8 @@ class IndexWriter:
                 ),
             )
             self.conn.execute("DELETE FROM doc_workspaces WHERE doc = ?", (doc,))
-            if reindex:
-                self._drop_rows(doc, first_slot=0)
-            else:  # the session grew: its messages stay, its title row is written anew
-                self.conn.execute("DELETE FROM texts WHERE rowid = ?", (doc << SLOT_BITS,))
+            # The session grew: its messages stay, its title row is written anew.
+            self.conn.execute("DELETE FROM texts WHERE rowid = ?", (doc << SLOT_BITS,))
         self.conn.executemany(
             "INSERT OR IGNORE INTO doc_workspaces(workspace, doc) VALUES (?, ?)",
             [(w, doc) for w in workspaces],
