@@ -289,14 +289,12 @@ def test_hostile_queries_get_bad_request_or_an_answer(
     assert not daemon.events_named("request_failed")
 
 
-def test_resume_stays_correct_during_the_first_build(
-    tmp_path_factory: pytest.TempPathFactory, daemons: DaemonFactory
-) -> None:
-    base = os.path.realpath(tmp_path_factory.mktemp("big"))
+def bulk_corpus(base: str, sessions: int = 240) -> SearchCorpus:
+    """The small corpus plus `sessions` bulky ones (big tool results): a first build that
+    takes a while."""
     corpus = build(base, sessions=9)
-    # Bulk: big tool results, so the first build takes a while.
     bulk = ("the migration failed with error code 42 in file src/lib.rs line 10 " * 400)[:24000]
-    for n in range(240):
+    for n in range(sessions):
         name = ("alpha", "beta", "gamma")[n % 3]
         session = corpus.load(next(iter(corpus.paths)))
         session["id"] = f"bulk-{n:04d}"
@@ -304,6 +302,13 @@ def test_resume_stays_correct_during_the_first_build(
         session["messages"] = [text_message("tool", f"{bulk} {n}") for _ in range(30)]
         session["pages"] = ["conversation"] * 30
         corpus.save(name, session)
+    return corpus
+
+
+def test_resume_stays_correct_during_the_first_build(
+    tmp_path_factory: pytest.TempPathFactory, daemons: DaemonFactory
+) -> None:
+    corpus = bulk_corpus(os.path.realpath(tmp_path_factory.mktemp("big")))
     daemon = daemons(env_base=corpus.base).start()
     expected = {}
     with daemon.client() as client:
@@ -371,3 +376,23 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(
         for query in WORDS:
             assert searched(client, query)[0] == corpus.reference(query)
     assert daemon.events_named("search_worker_failed")
+
+
+def test_a_build_cut_short_resumes_where_it_stopped(
+    tmp_path_factory: pytest.TempPathFactory, daemons: DaemonFactory
+) -> None:
+    corpus = bulk_corpus(os.path.realpath(tmp_path_factory.mktemp("cut")))
+    first = daemons(env_base=corpus.base, name="cut")
+    first.start()
+    with first.client() as client:
+        wait_for(lambda: client.status()["search"]["indexed"] > 0, BUILD_TIMEOUT_S, "a batch in")
+    first.kill()  # SIGKILL mid-build: committed batches stay, the rest is not lost either
+    again = daemons(env_base=corpus.base, name="cut").start()
+    status = wait_built(again)
+    started = again.events_named("search_build_started")[-1]  # one log file for both runs
+    assert started["indexed"] > 0 and started["queued"] < len(corpus.paths)
+    assert status["indexed"] == len(corpus.paths)
+    with again.client() as client:
+        assert client.search('"migration failed"')["total"] == 240 * 30
+        for query in WORDS:
+            assert searched(client, query)[0] == corpus.reference(query)

@@ -142,7 +142,10 @@ def worker_main(conn: Connection, path: str) -> None:
     except Exception as exc:
         conn.send(("failed", f"cannot open the search index {path}: {exc}"[:300]))
         return
-    conn.send(("opened", index.opened_reason, index.writer.count()))
+    try:
+        conn.send(("opened", index.opened_reason, index.writer.count()))
+    except OSError:
+        return
     while True:
         try:
             message = conn.recv()
@@ -158,4 +161,7 @@ def worker_main(conn: Connection, path: str) -> None:
             index.writer.rollback()
             result = BatchResult(errors=[f"{type(exc).__name__}: {exc}"[:300]])
             result.docs = index.writer.count()
-        conn.send(("done", result, time.monotonic() - started))
+        try:
+            conn.send(("done", result, time.monotonic() - started))
+        except OSError:  # the daemon is gone (killed): nothing to tell, nobody to tell it to
+            return
