@@ -46,6 +46,10 @@ class Unreadable(Exception):
     """The session's file cannot be read or decoded now (the indexer will say what it is)."""
 
 
+class Gone(Unreadable):
+    """The file was removed since the indexer saw it: its removal is on its way."""
+
+
 @dataclass(slots=True)
 class MessageText:
     index: int
@@ -100,6 +104,8 @@ def read_session_text(record: SessionRecord, start: int) -> SessionText:
     try:
         with open(record.path, "rb") as fh:
             data = fh.read(MAX_SESSION_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise Gone(record.path) from None
     except OSError as exc:
         raise Unreadable(exc.strerror or str(exc)) from None
     try:

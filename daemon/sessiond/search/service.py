@@ -106,6 +106,7 @@ class SearchService:
         self.docs = 0
         self.totals = Totals()
         self.rebuilds = 0
+        self._batches = 0  # batches the workers answered
         self.last_error: str | None = None
         self._build: _Build | None = None
         self._ready = threading.Event()  # the worker opened the index and the reconcile is queued
@@ -147,6 +148,7 @@ class SearchService:
     def _run(self) -> None:
         restarts = 0
         while not self._stopping:
+            batches_before = self._batches
             try:
                 self._serve_worker()
                 return
@@ -154,7 +156,7 @@ class SearchService:
                 self.last_error = str(exc)[:300] or type(exc).__name__
                 log_event("search_worker_failed", logging.ERROR, error=self.last_error)
                 self._requeue_in_flight()
-                restarts += 1
+                restarts = 1 if self._batches > batches_before else restarts + 1  # in a row
                 if restarts > WORKER_RESTARTS:
                     self._give_up(f"the indexing worker failed {restarts} times: {self.last_error}")
                     return
@@ -284,6 +286,7 @@ class SearchService:
 
     def _finish_batch(self, result: BatchResult, jobs: int, duration_s: float) -> None:
         with self._lock:
+            self._batches += 1
             self.totals.add(result)
             self.docs = result.docs
             self._in_flight = []

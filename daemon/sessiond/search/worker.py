@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from sessiond.index.records import SessionRecord
-from sessiond.search.content import Unreadable, read_session_text
+from sessiond.search.content import Gone, Unreadable, read_session_text
 from sessiond.search.store import (
     IndexWriter,
     check_index,
@@ -61,15 +61,19 @@ def apply_job(writer: IndexWriter, job: Job, result: BatchResult) -> None:
     start = state.messages if state is not None else 0
     try:
         text = read_session_text(record, start)
+        grew = (
+            state is not None and text.message_count >= start and text.prefix_digest == state.digest
+        )
+        if not grew and start > 0:  # edited or shortened: every message, from the first
+            text = read_session_text(record, 0)
+    except Gone:
+        result.unreadable += 1  # not worth a log line: the indexer tells of the removal next
+        return
     except Unreadable as exc:
         result.unreadable += 1
-        result.errors.append(str(exc)[:200])
+        result.errors.append(f"{job.path}: {exc}"[:300])
         return
     result.bytes_read += text.bytes_read
-    grew = state is not None and text.message_count >= start and text.prefix_digest == state.digest
-    if not grew:
-        # New, edited, or shortened: every message, from the first.
-        text = text if start == 0 else read_session_text(record, 0)
     doc = writer.upsert_doc(
         job.path,
         session_id=record.session_id,
