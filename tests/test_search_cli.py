@@ -56,6 +56,7 @@ def test_search_prints_hits_and_how_to_resume(corpus: SearchCorpus, daemons: Dae
     assert len(lines) == 3 * 2 + 1
     first_id = lines[0].split()[0]
     assert first_id in corpus.paths
+    assert lines[0].endswith(f"({corpus.load(first_id)['metadata']['directory']})")
     assert f"[{WORDS[0]}]" in lines[1].lower()
     assert "codetether tui --session" in lines[-1]
 

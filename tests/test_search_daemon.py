@@ -381,7 +381,7 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(
 def test_a_build_cut_short_resumes_where_it_stopped(
     tmp_path_factory: pytest.TempPathFactory, daemons: DaemonFactory
 ) -> None:
-    corpus = bulk_corpus(os.path.realpath(tmp_path_factory.mktemp("cut")))
+    corpus = bulk_corpus(os.path.realpath(tmp_path_factory.mktemp("cut")), sessions=120)
     first = daemons(env_base=corpus.base, name="cut")
     first.start()
     with first.client() as client:
@@ -393,6 +393,6 @@ def test_a_build_cut_short_resumes_where_it_stopped(
     assert started["indexed"] > 0 and started["queued"] < len(corpus.paths)
     assert status["indexed"] == len(corpus.paths)
     with again.client() as client:
-        assert client.search('"migration failed"')["total"] == 240 * 30
+        assert client.search('"migration failed"')["total"] == 120 * 30
         for query in WORDS:
             assert searched(client, query)[0] == corpus.reference(query)

@@ -38,15 +38,16 @@ def _one_line(text: Any) -> str:
 
 
 def hit_lines(response: Mapping[str, Any]) -> list[str]:
-    """Each hit: id, when, title; then where it matched and the snippet; then how to resume."""
+    """Each hit: id, when, title, workspace; then where it matched and the snippet; then how
+    to resume."""
     lines: list[str] = []
     for hit in response["hits"]:
         where = (
             "title" if hit["message_index"] is None else f"#{hit['message_index']} {hit['role']}"
         )
-        lines.append(
-            f"{hit['session_id']}  {hit['updated_at']}  {_one_line(hit['title'])}".rstrip()
-        )
+        title = _one_line(hit["title"]) or "(no title)"
+        place = f"  ({hit['directory']})" if hit.get("directory") else ""
+        lines.append(f"{hit['session_id']}  {hit['updated_at']}  {title}{place}")
         lines.append(f"    {where}: {_one_line(hit['snippet'])}")
     shown = len(response["hits"])
     if not shown:
