@@ -418,7 +418,8 @@ class _WorkerFailed(Exception):
 
 
 # Stage one ranks without snippets: a result column is computed for every row the sort sees,
-# and a snippet costs far more than bm25. Only the page's hits get one, in stage two.
+# and a snippet costs far more than bm25. Only the page's hits get one, in stage two, all in
+# one query.
 _RANKED = f"""
 SELECT m.rowid, d.id FROM (
     SELECT texts.rowid AS rowid, bm25(texts) AS score FROM texts
@@ -427,12 +428,11 @@ SELECT m.rowid, d.id FROM (
 ORDER BY m.score, d.updated_ns DESC, m.rowid DESC
 LIMIT ? OFFSET ?
 """
-_HIT = f"""
-SELECT texts.role, snippet(texts, 0, '[', ']', '…', {SNIPPET_TOKENS}), bm25(texts),
-       d.session_id, d.title, d.directory, d.updated_at
-FROM texts JOIN docs d ON d.id = ?
-WHERE texts MATCH ? AND texts.rowid = ?
+_SNIPPETS = f"""
+SELECT texts.rowid, texts.role, snippet(texts, 0, '[', ']', '…', {SNIPPET_TOKENS}), bm25(texts)
+FROM texts WHERE texts MATCH ? AND texts.rowid IN ({{rowids}})
 """
+_DOCS = "SELECT id, session_id, title, directory, updated_at FROM docs WHERE id IN ({ids})"
 _TOTAL = "SELECT count(*) FROM texts WHERE texts MATCH ? {scope}"
 _SCOPE = f"AND texts.rowid >> {SLOT_BITS} IN (SELECT doc FROM doc_workspaces WHERE workspace = ?)"
 
@@ -451,13 +451,26 @@ def run_query(
         _RANKED.format(scope=scope), [*params, rank_limit, limit, offset]
     ).fetchall()
     total = conn.execute(_TOTAL.format(scope=scope), params).fetchone()[0]
+    if not ranked:
+        return [], total
+    # One query for every snippet: FTS5 then reads each term's doclist once, not once a hit.
+    rowids = [rowid for rowid, _ in ranked]
+    marks = ",".join("?" * len(rowids))
+    texts = {
+        row[0]: row[1:] for row in conn.execute(_SNIPPETS.format(rowids=marks), [match, *rowids])
+    }
+    doc_ids = sorted({doc for _, doc in ranked})
+    docs = {
+        row[0]: row[1:]
+        for row in conn.execute(_DOCS.format(ids=",".join("?" * len(doc_ids))), doc_ids)
+    }
     mask = (1 << SLOT_BITS) - 1
     hits = []
     for rowid, doc in ranked:
-        row = conn.execute(_HIT, (doc, match, rowid)).fetchone()
-        if row is None:  # cannot be: the same snapshot as stage one (one read transaction)
+        if rowid not in texts or doc not in docs:  # cannot be: one snapshot for all stages
             continue
-        role, snippet, bm25, session_id, title, directory, updated_at = row
+        role, snippet, bm25 = texts[rowid]
+        session_id, title, directory, updated_at = docs[doc]
         slot = rowid & mask
         hits.append(
             {

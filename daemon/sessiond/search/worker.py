@@ -1,9 +1,10 @@
 """The indexing worker: a child process that owns the index's writing connection.
 
-It runs below the daemon in priority (nice 10) and in its own process, so decoding a large
-session and tokenizing its text never holds the daemon's GIL: `resume` answers as fast while
-the index is built. It is sent batches of jobs and answers each with a BatchResult; each batch
-is one transaction. It logs nothing itself: the daemon logs what it reports.
+It runs below the daemon in priority (nice 19, SCHED_BATCH) and in its own process, so
+decoding a large session and tokenizing its text never hold the daemon's GIL: `resume` answers
+as fast while the index is built. It is sent batches of jobs and answers each with a
+BatchResult; each batch is one transaction. It logs nothing itself: the daemon logs what it
+reports.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sessiond.search.store import (
     version_key,
 )
 
-NICE = 10
+NICE = 19
 
 
 @dataclass(slots=True)
@@ -134,13 +135,23 @@ class _Index:
         return BatchResult(docs=self.writer.count())
 
 
+def lower_priority() -> None:
+    """Below everything interactive: nice 19, and SCHED_BATCH, so a wakeup of the worker never
+    preempts another task (the daemon's answers above all)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (OSError, AttributeError):
+        pass
+    try:
+        os.nice(NICE - os.nice(0))
+    except OSError:
+        pass
+
+
 def worker_main(conn: Connection, path: str) -> None:
     """The child's loop: ("jobs", [Job]) and ("check",) get a BatchResult; ("stop",) or a
     closed pipe end it."""
-    try:
-        os.nice(NICE)
-    except OSError:
-        pass
+    lower_priority()
     try:
         index = _Index(path)
     except Exception as exc:
