@@ -13,10 +13,15 @@ Prints a table and (with --json-out) writes the same figures as JSON:
 3. A session whose history is >= 100 MiB, built from large messages and saved as the agent
    does: save -> `upload_done`, the upload's MiB/s, and the object's SHA-256 against the
    expected body.
+4. One appended message on 10 MiB, 100 MiB and 500 MiB histories, delta against whole in the
+   same run: bytes on the wire (a recording proxy) and time per upload (sink_delta.py). (Not
+   1 GiB: a session file over 512 MiB is past the agent's load limit, so sessiond, like the
+   agent, does not take it for a session.)
 
     python bench/bench_sink.py                      # full size (~1 minute)
     python bench/bench_sink.py --quick              # smoke run: 10 MiB history, < 30 s
     python bench/bench_sink.py --json-out sink.json
+    python bench/bench_sink.py --only-delta --delta-mib 10,100,500   # figure 4 alone
 """
 
 from __future__ import annotations
@@ -620,6 +625,12 @@ def report(results: dict[str, Any]) -> str:
             f"{big['median_end_to_end_mib_s']:.1f} MiB/s (rename -> upload_done)",
         )
         add("  daemon RSS after", _size(big["rss_bytes_after"]))
+    if results.get("delta"):
+        import sink_delta
+
+        add()
+        for label, value in sink_delta.report_rows(results["delta"]):
+            add(label, value)
     width = max(len(k) for k, _ in rows)
     lines = [
         f"sessiond history sink benchmark  {results['when']}  {results['machine']}; load "
@@ -647,6 +658,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--message-kib", type=int, default=1024, help="size of the big session's tool results"
     )
+    parser.add_argument(
+        "--delta-mib", help="history sizes for figure 4, MiB (10,100,500; quick 10)"
+    )
+    parser.add_argument("--only-delta", action="store_true", help="figure 4 only")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run, < 30 s")
     parser.add_argument("--json-out", metavar="FILE", help="write the figures as JSON here")
@@ -702,14 +717,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.results = results
         if not bench.uploads().get("enabled"):
             raise RuntimeError("the daemon's history sink is not enabled")
-        bench.burst("tight", 0.0)
-        bench.burst("paced", settings.interval_ms / 1000)
-        bench.singles()
-        bench.big()
+        if not args.only_delta:
+            bench.burst("tight", 0.0)
+            bench.burst("paced", settings.interval_ms / 1000)
+            bench.singles()
+            bench.big()
         final = bench.uploads()
         results["uploads_total"] = {k: final.get(k) for k in ("uploaded", "failed", "unchanged")}
         results["uploads_total"]["bytes_uploaded"] = final.get("bytes_uploaded")
         results["stop_s"] = round(daemon.stop(), 3)
+        import sink_delta  # figure 4: its own two daemons, after this one has stopped
+
+        sizes = [float(x) for x in (args.delta_mib or ("10" if q else "10,100,500")).split(",")]
+        results["delta"] = sink_delta.measure(
+            server, os.path.join(work, "delta"), runtime, sizes, args.message_kib, args.seed
+        )
     except BaseException:
         if daemon is not None:
             log(f"daemon log tail:\n{daemon.tail()}")

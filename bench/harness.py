@@ -46,6 +46,13 @@ def raw_latency(
 ) -> dict[str, Any]:
     """The daemon's share: pre-encoded requests, each reply read up to its newline, and
     decoded with `decode` if given (else unparsed)."""
+    return summary(raw_times(sock_path, lines, decode))
+
+
+def raw_times(
+    sock_path: str, lines: Sequence[bytes], decode: Callable[[bytes], Any] | None = None
+) -> list[float]:
+    """raw_latency()'s durations, one per line, in order, over one connection."""
     times: list[float] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(sock_path)
@@ -67,7 +74,7 @@ def raw_latency(
             if not buf.startswith(b'{"ok":true'):
                 raise RuntimeError(f"the daemon answered {bytes(buf[:200])!r}")
             del buf[: end + 1]
-    return summary(times)
+    return times
 
 
 def drop_caches() -> bool:

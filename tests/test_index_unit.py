@@ -160,3 +160,22 @@ def test_times_read_back_exactly_as_written_and_usual_ones_are_kept_as_numbers()
         usual = text.endswith("Z") and "T" in text and text in TIMES[:6]
         assert isinstance(record.created, int) is usual
         assert (record.updated is None) is usual
+
+
+def test_encoded_headers_follow_each_save_and_stay_bounded() -> None:
+    import json
+
+    from sessiond.index import records
+
+    index = SessionIndex()
+    first = _record("/s/a.json", "a", "/w", 5)
+    index.upsert(first)
+    assert json.loads(bytes(index.resume("/w").header_json()))["mtime_ns"] == 5
+    saved = _record("/s/a.json", "a", "/w", 6)  # the same file saved again: a new record
+    index.upsert(saved)
+    assert json.loads(bytes(index.resume("/w").header_json()))["mtime_ns"] == 6
+    assert first.header_json() is first.header_json()  # kept, until pushed out
+    for n in range(records.HEADER_MEMO_SIZE + 10):
+        _record(f"/s/{n}.json", str(n), "/w", n).header_json()
+    assert len(records._headers) == records.HEADER_MEMO_SIZE
+    assert first not in records._headers

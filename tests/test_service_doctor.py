@@ -107,3 +107,36 @@ def test_search_says_whether_fts5_is_there(doctor: Doctor) -> None:
     assert missing.returncode == 1
     [problem] = problems(missing)
     assert "search:" in problem and "FTS5" in problem and "unavailable" in problem
+
+
+def test_a_socket_folder_of_another_user_is_called_a_possible_impersonation(
+    doctor: Doctor,
+) -> None:
+    if os.getuid() != 0:
+        pytest.skip("giving a folder to another uid needs root")
+    os.chown(f"{doctor.base}/run", 65534, 65534)
+    result = doctor.run()
+    assert result.returncode == 1
+    [problem] = problems(result)
+    assert problem.startswith(
+        f"problem: socket folder {doctor.base}/run belongs to uid 65534, not to you (uid 0): "
+        "another user may be impersonating sessiond, so sessiond refuses to listen there and "
+        "sessionctl to talk through it"
+    )
+
+
+def test_each_agent_database_is_checked(doctor: Doctor) -> None:
+    from support.agent_sim import new_session
+    from support.agent_store import AgentStore
+
+    folder = f"{doctor.base}/sessions"
+    AgentStore(folder).save(new_session(doctor.base))
+    result = doctor.run()
+    assert result.returncode == 0, result.stdout
+    assert f"ok: agent database {folder}/sessions.sqlite3: 1 sessions, read-only" in result.stdout
+    with open(f"{folder}/sessions.sqlite3", "wb") as fh:
+        fh.write(b"garbage" * 1000)
+    result = doctor.run()
+    assert result.returncode == 1
+    [problem] = problems(result)
+    assert "agent database cannot be read" in problem and "not a database" in problem

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from sessionctl.client import Client, DaemonError, DaemonUnreachable
+from sessionctl.client import Client, DaemonError, DaemonUnreachable, DaemonUntrusted
 
-__all__ = ["Client", "DaemonError", "DaemonUnreachable", "__version__"]
+__all__ = ["Client", "DaemonError", "DaemonUnreachable", "DaemonUntrusted", "__version__"]

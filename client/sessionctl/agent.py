@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from sessionctl.regular import read_regular
+
 T = TypeVar("T")
 
 AGENT_DIR_NAME = ".codetether-agent"
@@ -24,21 +26,54 @@ POINTER_SUFFIX = ".path"
 WORKSPACE_INDEX_NAME = ".workspace_index.json"
 LISTING_CACHE_NAME = ".listing_cache.json"
 _NOT_SESSIONS = frozenset({WORKSPACE_INDEX_NAME, LISTING_CACHE_NAME})
+# The SQLite generation's own files (docs/storage.md): the import backup, the database and
+# its WAL, and the temporary names locators and snapshots are written under.
+_NOT_SESSION_SUFFIXES = (".checkpoint.json", ".legacy.json")
+_NOT_SESSION_PREFIXES = ("sessions.sqlite3", ".tmp", ".session-")
 MAX_SESSION_ID_BYTES = 128
+SESSION_FIELDS = frozenset(
+    {"id", "title", "created_at", "updated_at", "metadata", "agent", "messages", "pages",
+     "summary_index", "tool_uses", "usage"}
+)  # fmt: skip
+"""The fields of the agent's `Session` struct: serde's derive refuses a file in which one of
+them appears twice (`duplicate field`); other keys are ignored, repeated or not."""
+METADATA_FIELDS = frozenset(
+    {"directory", "model", "knowledge_snapshot", "provenance", "auto_apply_edits",
+     "allow_network", "prior_context_allowed", "prior_context_turn_allowed",
+     "inherited_prior_context_allowed", "slash_autocomplete", "use_worktree", "shared",
+     "share_url", "rlm", "context_policy", "delegation", "run_checkpoint"}
+)  # fmt: skip
+"""The same for `SessionMetadata` (format §2.2)."""
+MAX_SESSION_FILE_BYTES = 512 * 1024 * 1024
+"""The agent refuses to load larger files (`MAX_SESSION_FILE_BYTES`), so they are no sessions."""
 
 
 # --- which files are sessions -------------------------------------------------------------
 
 
+def is_utf8_name(name: str) -> bool:
+    """Whether a file name (as os.listdir gives it) is valid UTF-8. The agent loads a session
+    whose name is not, but no JSON answer can carry such a name faithfully, so sessiond and
+    the fallback skip those files (the daemon logs `session_name_undecodable`)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_session_file_name(name: str) -> bool:
-    """The agent's listing rule: extension `json`, minus its two sidecar indexes and checkpoints.
+    """The agent's listing rule: extension `json`, minus its two sidecar indexes, checkpoints
+    and the store's import backups (`*.legacy.json`); the store's temporary files never count.
 
     Rust's `Path::extension` gives nothing for a bare dot-file such as `.json`, so that is no
     session either.
     """
     if not name.endswith(".json") or name == ".json":
         return False
-    return name not in _NOT_SESSIONS and not name.endswith(".checkpoint.json")
+    if name.startswith(_NOT_SESSION_PREFIXES) or name.endswith(_NOT_SESSION_SUFFIXES):
+        return False
+    return name not in _NOT_SESSIONS
 
 
 def session_id_from_file_name(name: str) -> str:
@@ -153,6 +188,18 @@ def pointer_target_dir(content: bytes) -> str | None:
     return os.path.dirname(os.path.normpath(target))
 
 
+MAX_POINTER_BYTES = 64 * 1024  # a path, not a file: the agent writes a few hundred bytes
+
+
+def read_pointer(path: str) -> bytes | None:
+    """A registry pointer's bytes, or None when there is none to read: a FIFO, a device or an
+    oversized file at its name is no pointer (and must not block the reader)."""
+    try:
+        return read_regular(path, MAX_POINTER_BYTES)[1]
+    except OSError:
+        return None
+
+
 def read_registry(registry: str) -> list[str]:
     """Every sessions folder named by the pointers in `registry` (deduplicated, sorted)."""
     dirs: set[str] = set()
@@ -163,11 +210,8 @@ def read_registry(registry: str) -> list[str]:
     for name in names:
         if not name.endswith(POINTER_SUFFIX):
             continue
-        try:
-            with open(os.path.join(registry, name), "rb") as fh:
-                target = pointer_target_dir(fh.read(64 * 1024))
-        except OSError:
-            continue
+        content = read_pointer(os.path.join(registry, name))
+        target = pointer_target_dir(content) if content is not None else None
         if target:
             dirs.add(target)
     return sorted(dirs)
@@ -181,31 +225,54 @@ def json_escaped(text: str) -> str:
 # --- time ------------------------------------------------------------------------------------
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
     re.ASCII,  # chrono reads ASCII digits only; `\d` alone would take any script's
 )
 
 
 def parse_rfc3339_ns(text: object) -> int | None:
-    """Nanoseconds since the epoch for an RFC 3339 time as chrono writes and reads it."""
+    """Nanoseconds since the epoch for an RFC 3339 time as chrono reads it into a
+    `DateTime<Utc>`; None when chrono refuses it. chrono's range, not Python's: any year
+    0000-9999 as written (the proleptic Gregorian calendar, so also years the offset moves
+    outside it), a leap second `:60`, offsets up to 23:59, and at most nine fraction digits
+    read (more are skipped)."""
     if not isinstance(text, str):
         return None
     match = _RFC3339.match(text)
     if match is None:
         return None
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction = match.group(7) or ""
-    try:
-        moment = _dt.datetime(year, month, day, hour, minute, min(second, 59), tzinfo=_dt.UTC)
-    except ValueError:
+    if not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):
+        return None
+    if hour > 23 or minute > 59 or second > 60:
         return None
     offset = 0
     if match.group(9):
-        sign = 1 if match.group(9) == "+" else -1
-        offset = sign * (int(match.group(10)) * 3600 + int(match.group(11)) * 60)
-    whole = int(moment.timestamp()) + (second - min(second, 59)) - offset
-    return whole * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
+        offset_h, offset_m = int(match.group(10)), int(match.group(11))
+        if offset_h > 23 or offset_m > 59:
+            return None
+        offset = (offset_h * 3600 + offset_m * 60) * (1 if match.group(9) == "+" else -1)
+    # A leap second is chrono's :59 plus a whole second of nanoseconds: one second later.
+    whole = _days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+    nanos = int((match.group(7) or "0")[:9].ljust(9, "0"))
+    return (whole - offset) * 1_000_000_000 + nanos
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
 
 
 def autosi_fraction(nanos: int) -> str:

@@ -1,22 +1,35 @@
 """`sessionctl`: the command line of sessiond (interface §5).
 
-Exit codes: 0 done, 1 no such session, 2 usage or other error, 3 the daemon is unreachable.
-`resume`, `get` and `list` fall back to the agent's own scan when the daemon does not answer.
+Exit codes: 0 done, 1 no such session, 2 usage or other error, 3 the daemon is unreachable (or
+its socket is refused as untrusted). `resume`, `get` and `list` fall back to the agent's own
+scan when the daemon does not answer.
+
+A shell prompt pays for this whole process on every call, so the common forms of the hot
+commands are read by `sessionctl.quickargs` and argparse is imported only for anything else
+(help, usage errors, the other commands); the fallback scan is imported only when it runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
-from sessionctl import cli_search, scan
-from sessionctl.client import Client, DaemonError, DaemonUnreachable
+from sessionctl.client import Client, DaemonError, DaemonUnreachable, DaemonUntrusted
 from sessionctl.protocol import ErrorCode
+from sessionctl.quickargs import count_value, quick_parse, seconds_value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and argparse cost more than a round trip with the daemon
+    import argparse
+    from collections.abc import Callable, Sequence
+    from types import SimpleNamespace
+    from typing import Any
+
+    Args = argparse.Namespace | SimpleNamespace
+    Handler = Callable[[Args, Client], int]
+    Answer = Callable[[], dict[str, Any]]
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -26,35 +39,32 @@ EXIT_UNREACHABLE = 3
 DEFAULT_CONNECT_TIMEOUT_S = 0.1
 DEFAULT_REPLY_TIMEOUT_S = 30.0
 
-Handler = Callable[[argparse.Namespace, Client], int]
-
 
 # --- argument parsing ------------------------------------------------------------------------
 
 
 def _seconds(text: str) -> float:
+    import argparse
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
-    return value
+        return seconds_value(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _count(text: str) -> int:
+    import argparse
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
+        return count_value(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _common_options(suppress: bool) -> argparse.ArgumentParser:
     """The options accepted before and after the subcommand. After it, absent ones are
     SUPPRESSed so they do not overwrite what was given before it."""
+    import argparse
 
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
@@ -80,7 +90,10 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (default: this process's command line)."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="sessionctl",
         description="Ask sessiond about codetether sessions.",
@@ -105,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--offset", metavar="N", type=_count, default=0)
     listing.add_argument("--sync", action="store_true", help="see every save made before")
 
+    from sessionctl import cli_search  # argparse is loaded by now; the module is small
+
     cli_search.add_parser(commands, [after], _count)
 
     for name, text in (
@@ -115,7 +130,37 @@ def build_parser() -> argparse.ArgumentParser:
         ("watch", "print events as JSON lines until interrupted"),
     ):
         commands.add_parser(name, parents=[after], help=text)
+    _add_remote_commands(commands, after, sys.argv[1:] if argv is None else argv)
     return parser
+
+
+def _add_remote_commands(
+    commands: Any, after: argparse.ArgumentParser, argv: Sequence[str]
+) -> None:
+    """`remote list` and `restore` (cli_remote.py), whose module is imported only when one of
+    them (or help) is on the command line."""
+    if not {"remote", "restore", "-h", "--help"} & set(argv):
+        commands.add_parser("remote", help="sessions in the bucket (remote list)")
+        commands.add_parser("restore", help="restore a session from the bucket")
+        return
+    from sessionctl import cli_remote
+
+    cli_remote.add_commands(commands, after)
+
+
+def _search_handler(args: argparse.Namespace, client: Client) -> int:
+    from sessionctl import cli_search  # imported only when `search` runs
+
+    return cli_search.cmd_search(args, client)
+
+
+def _remote_handler(name: str) -> Handler:
+    def run(args: Args, client: Client) -> int:
+        from sessionctl import cli_remote
+
+        return int(getattr(cli_remote, name)(args, client))
+
+    return run
 
 
 def _add_read_options(parser: argparse.ArgumentParser) -> None:
@@ -180,25 +225,50 @@ def _workspace(value: str | None) -> str:
     return os.path.abspath(value) if value is not None else os.getcwd()
 
 
-Answer = Callable[[], dict[str, Any]]
+class _Failed(Exception):
+    """The command failed with this message and exit code (raised by the fallback scan)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
-def _with_fallback(args: argparse.Namespace, ask: Answer, fall: Answer) -> dict[str, Any]:
-    """The daemon's answer, or the scan's when the daemon is unreachable and fallback is on."""
+def _scan() -> Any:
+    """The fallback scan module, imported only when the daemon cannot answer."""
+    from sessionctl import scan
+
+    return scan
+
+
+def _with_fallback(
+    args: Args, ask: Answer, fall: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """The daemon's answer, or the scan's when the daemon is unreachable and fallback is on.
+    `fall` gets the scan module."""
     try:
         return ask()
+    except DaemonUntrusted as exc:
+        if args.no_fallback:
+            raise
+        print(f"sessionctl: {exc}; reading the sessions folders instead", file=sys.stderr)
     except DaemonUnreachable:
         if args.no_fallback:
             raise
-    return fall()
+    scan = _scan()
+    try:
+        return fall(scan)
+    except scan.NotFound as exc:
+        raise _Failed(str(exc), EXIT_NOT_FOUND) from exc
+    except scan.ScanError as exc:
+        raise _Failed(str(exc), EXIT_ERROR) from exc
 
 
-def cmd_resume(args: argparse.Namespace, client: Client) -> int:
+def cmd_resume(args: Args, client: Client) -> int:
     workspace = _workspace(args.workspace)
     response = _with_fallback(
         args,
         lambda: client.resume(workspace, window=args.window, sync=args.sync),
-        lambda: scan.scan_resume(workspace, window=args.window),
+        lambda scan: scan.scan_resume(workspace, window=args.window),
     )
     if args.json:
         _print_json(response)
@@ -207,11 +277,11 @@ def cmd_resume(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-def cmd_get(args: argparse.Namespace, client: Client) -> int:
+def cmd_get(args: Args, client: Client) -> int:
     response = _with_fallback(
         args,
         lambda: client.get(args.id, window=args.window, sync=args.sync),
-        lambda: scan.scan_get(args.id, window=args.window, workspace=os.getcwd()),
+        lambda scan: scan.scan_get(args.id, window=args.window, workspace=os.getcwd()),
     )
     if args.json:
         _print_json(response)
@@ -221,12 +291,12 @@ def cmd_get(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-def cmd_list(args: argparse.Namespace, client: Client) -> int:
+def cmd_list(args: Args, client: Client) -> int:
     workspace = None if args.all else _workspace(args.workspace)
     response = _with_fallback(
         args,
         lambda: client.list(workspace, limit=args.limit, offset=args.offset, sync=args.sync),
-        lambda: scan.scan_list(workspace, limit=args.limit, offset=args.offset),
+        lambda scan: scan.scan_list(workspace, limit=args.limit, offset=args.offset),
     )
     if args.json:
         _print_json(response)
@@ -236,7 +306,7 @@ def cmd_list(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-def _show(response: dict[str, Any], args: argparse.Namespace) -> int:
+def _show(response: dict[str, Any], args: Args) -> int:
     if args.json:
         _print_json(response)
     else:
@@ -244,7 +314,7 @@ def _show(response: dict[str, Any], args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_watch(args: argparse.Namespace, client: Client) -> int:
+def cmd_watch(args: Args, client: Client) -> int:
     events = client.watch()
     try:
         for event in events:
@@ -265,7 +335,9 @@ HANDLERS: dict[str, Handler] = {
     "flush": lambda args, client: _show(client.flush(timeout=args.timeout), args),
     "rescan": lambda args, client: _show(client.rescan(), args),
     "watch": cmd_watch,
-    "search": cli_search.cmd_search,
+    "search": _search_handler,
+    "remote": _remote_handler("cmd_remote"),
+    "restore": _remote_handler("cmd_restore"),
 }
 
 
@@ -277,7 +349,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _client(args: argparse.Namespace) -> Client:
+def _client(args: Args) -> Client:
     return Client(
         socket=args.socket,
         timeout=args.timeout if args.timeout is not None else DEFAULT_REPLY_TIMEOUT_S,
@@ -285,7 +357,7 @@ def _client(args: argparse.Namespace) -> Client:
     )
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: Args) -> int:
     try:
         with _client(args) as client:
             return HANDLERS[args.command](args, client)
@@ -298,15 +370,22 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(exc.message or exc.code, code)
     except DaemonUnreachable as exc:
         return _fail(f"the daemon is unreachable: {exc}", EXIT_UNREACHABLE)
-    except scan.NotFound as exc:
-        return _fail(str(exc), EXIT_NOT_FOUND)
-    except (scan.ScanError, OSError) as exc:
+    except _Failed as exc:
+        return _fail(str(exc), exc.code)
+    except OSError as exc:
         return _fail(str(exc), EXIT_ERROR)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Args:
+    """The command line read as argparse reads it: by the quick reader when it can, else by
+    argparse (which raises SystemExit for help and usage errors)."""
+    args = quick_parse(sys.argv[1:] if argv is None else argv)
+    return args if args is not None else build_parser(argv).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage error (or the help)
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:

@@ -6,14 +6,22 @@ simply the next line on the connection. Standard library only.
 
 from __future__ import annotations
 
-import socket as _socket
-import threading
+# `_socket` is what `socket` wraps: the same socket objects and errors, without building the
+# module's enums (1.7 ms of every `sessionctl` start; README.md, "The client").
+import _socket
+import _thread  # threading's lock, without threading's import (0.6 ms)
+import os
+import sys
 import time
-from collections.abc import Iterator
-from typing import Any
 
 from sessionctl import protocol
-from sessionctl.socket_path import default_socket_path
+from sessionctl.socket_path import IMPERSONATION_HINT as HINT
+from sessionctl.socket_path import default_socket_path, folder_problem
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs 2 ms to import: annotations only
+    from collections.abc import Iterator
+    from typing import Any
 
 RECV_BYTES = 64 * 1024
 """The receive buffer to start with: most replies fit. A bigger reply grows it, doubling, and it
@@ -41,6 +49,11 @@ class _ConnectionLost(DaemonUnreachable):
     """The connection ended (closed or reset) before a reply arrived."""
 
 
+class DaemonUntrusted(DaemonUnreachable):
+    """The socket could have been set up by another user: its folder is not the user's own and
+    private, or the process answering on it runs as another uid. Nothing is sent to it."""
+
+
 class DaemonError(ClientError):
     """The daemon answered `{"ok": false, ...}`."""
 
@@ -51,9 +64,38 @@ class DaemonError(ClientError):
         self.response = response
 
 
+def _check_folder(path: str) -> None:
+    """Refuse a socket whose folder another user owns or may write in (docs/protocol.md,
+    "Trusting the socket"): such a user could have put their own listener there. One stat; a
+    folder that cannot be stat'ed is left to connect() to report."""
+    folder = os.path.dirname(path) or "."
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return
+    problem = folder_problem(st, os.getuid())
+    if problem is not None:
+        raise DaemonUntrusted(f"refusing {path}: its folder {folder} {problem}; {HINT}")
+
+
+def _check_peer(path: str, sock: _socket.socket) -> None:
+    """Refuse a listener that runs as another uid (SO_PEERCRED: the credentials it had when it
+    called listen()). struct ucred is three 32-bit ints: pid, uid, gid."""
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    peer = int.from_bytes(creds[4:8], sys.byteorder)
+    uid = os.getuid()
+    if peer != uid:
+        raise DaemonUntrusted(
+            f"refusing {path}: the process answering on it runs as uid {peer}, not as you "
+            f"(uid {uid}); {HINT}"
+        )
+
+
 def _connect(path: str, timeout: float | None) -> _socket.socket:
-    """Connect within `timeout`. A full listen backlog makes a Unix socket refuse at once with
-    EAGAIN rather than wait, so that is retried (briefly backing off) until the timeout."""
+    """Connect within `timeout` to a socket the user's own daemon set up. A full listen backlog
+    makes a Unix socket refuse at once with EAGAIN rather than wait, so that is retried
+    (briefly backing off) until the timeout."""
+    _check_folder(path)
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = 0.001
     while True:
@@ -61,7 +103,11 @@ def _connect(path: str, timeout: float | None) -> _socket.socket:
         try:
             sock.settimeout(timeout)
             sock.connect(path)
+            _check_peer(path, sock)
             return sock
+        except DaemonUntrusted:
+            sock.close()
+            raise
         except BlockingIOError as exc:
             sock.close()
             if deadline is not None and time.monotonic() + pause > deadline:
@@ -208,7 +254,7 @@ class Client:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._conn: _Connection | None = None
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -327,6 +373,28 @@ class Client:
             sync=sync or None,
         )
 
+    def remote_list(
+        self,
+        workspace: str | None = None,
+        machine: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        return self.request(
+            "remote_list", workspace=workspace, machine=machine, limit=limit, offset=offset
+        )
+
+    def restore(
+        self,
+        id: str,
+        machine: str | None = None,
+        workspace: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        return self.request(
+            "restore", id=id, machine=machine, workspace=workspace, dry_run=dry_run or None
+        )
+
     def _wait_timeout(self, op_timeout: float | None) -> float | None:
         """A reply deadline that outlasts the daemon's own wait for `sync`/`flush`."""
         if self.timeout is None:
@@ -377,4 +445,4 @@ def _error_code(reply: dict[str, Any]) -> str | None:
     return error.get("code") if isinstance(error, dict) else None
 
 
-__all__ = ["Client", "ClientError", "DaemonError", "DaemonUnreachable"]
+__all__ = ["Client", "ClientError", "DaemonError", "DaemonUnreachable", "DaemonUntrusted"]

@@ -14,6 +14,8 @@ from typing import Any
 
 from sessionctl.agent import (
     DEFAULT_SUMMARY_INDEX,
+    METADATA_FIELDS,
+    SESSION_FIELDS,
     classify_page,
     cut_tail,
     parse_rfc3339_ns,
@@ -45,10 +47,35 @@ def _optional_str(doc: Mapping[str, Any], key: str) -> None:
         raise InvalidSession(f"{key} must be a string or null")
 
 
+class KeyedObject(dict[str, Any]):
+    """A JSON object as `object_pairs_hook` builds it, remembering the keys it saw twice."""
+
+    repeated: frozenset[str] = frozenset()
+
+
+def keyed_object(pairs: list[tuple[str, Any]]) -> KeyedObject:
+    """`json.loads(..., object_pairs_hook=keyed_object)`: the last value wins, as with a dict,
+    but a repeated key is remembered for `validate_document`."""
+    obj = KeyedObject(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        obj.repeated = frozenset(k for k, _ in pairs if k in seen or seen.add(k))
+    return obj
+
+
+def _no_duplicate_fields(doc: Any, fields: frozenset[str], where: str) -> None:
+    repeated = getattr(doc, "repeated", frozenset()) & fields
+    if repeated:
+        raise InvalidSession(f"duplicate field `{min(repeated)}`{where}")
+
+
 def validate_document(doc: Any) -> None:
-    """Raise InvalidSession unless `doc` has what the agent's deserializer requires."""
+    """Raise InvalidSession unless `doc` has what the agent's deserializer requires. Parsed
+    with `keyed_object`, a field of the agent's structs given twice is refused as serde does."""
     if not isinstance(doc, dict):
         raise InvalidSession("not a JSON object")
+    _no_duplicate_fields(doc, SESSION_FIELDS, "")
+    _no_duplicate_fields(doc.get("metadata"), METADATA_FIELDS, " in metadata")
     if not isinstance(doc.get("id"), str):
         raise InvalidSession("id must be a string")
     _optional_str(doc, "title")

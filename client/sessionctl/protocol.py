@@ -9,13 +9,16 @@ client uses the standard library's, the daemon msgspec. Standard library only.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
 
-from sessionctl.agent import is_valid_session_id
+# Imported for type checkers only: `sessionctl resume` imports this module on every call, and
+# typing, dataclasses (with inspect) and the agent's rules (datetime) cost more than the whole
+# round trip with the daemon (README.md, "The client: exit codes, trust, start-up").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 MAX_LINE_BYTES = 1 << 20
 """A request line (without its newline) may be at most this long."""
@@ -68,6 +71,8 @@ def _absolute_path(name: str, value: Any) -> str:
 
 
 def _session_id(name: str, value: Any) -> str:
+    from sessionctl.agent import is_valid_session_id  # only the daemon checks requests
+
     if not is_valid_session_id(value):
         raise ProtocolError(
             ErrorCode.BAD_REQUEST,
@@ -95,18 +100,48 @@ def _flag(name: str, value: Any) -> bool:
 
 
 def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    import math  # only the daemon checks requests
+
+    # An int of any size is a number of seconds (math.isfinite would overflow on a huge one).
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be a number of seconds")
+    if isinstance(value, float) and not math.isfinite(value):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be a number of seconds")
     if value <= 0:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be greater than 0")
-    return min(float(value), MAX_WAIT_TIMEOUT_S)
+    return MAX_WAIT_TIMEOUT_S if value >= MAX_WAIT_TIMEOUT_S else float(value)
 
 
-@dataclass(frozen=True)
+_MACHINE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _machine(name: str, value: Any) -> str:
+    """A machine name as `machine_name` allows it (docs/remote.md)."""
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= 63
+        or not set(value) <= _MACHINE_CHARS
+        or value[0] in "._-"
+    ):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"'{name}' must be 1-63 letters, digits, '.', '_' or '-', starting with a letter "
+            f"or digit",
+        )
+    return value
+
+
 class FieldSpec:
-    check: Callable[[str, Any], Any]
-    required: bool = False
-    default: Any = None
+    """How one request field is checked, and its value when absent."""
+
+    __slots__ = ("check", "default", "required")
+
+    def __init__(
+        self, check: Callable[[str, Any], Any], required: bool = False, default: Any = None
+    ) -> None:
+        self.check = check
+        self.required = required
+        self.default = default
 
 
 _WINDOW = FieldSpec(_count)
@@ -139,17 +174,43 @@ OPS: dict[str, dict[str, FieldSpec]] = {
         "offset": FieldSpec(_count, default=0),
         "sync": _SYNC,
     },
+    "remote_list": {
+        "workspace": FieldSpec(_absolute_path),
+        "machine": FieldSpec(_machine),
+        "limit": FieldSpec(_count, default=DEFAULT_LIST_LIMIT),
+        "offset": FieldSpec(_count, default=0),
+    },
+    "restore": {
+        "id": FieldSpec(_session_id, required=True),
+        "machine": FieldSpec(_machine),
+        "workspace": FieldSpec(_absolute_path),
+        "dry_run": FieldSpec(_flag, default=False),
+    },
 }
 """Every op and its request fields. Fields not named here are ignored, for compatibility."""
 
 _NO_REQ = object()
 
 
-@dataclass(frozen=True, slots=True)
 class Request:
-    op: str
-    args: dict[str, Any] = field(default_factory=dict)
-    req: Any = _NO_REQ
+    """A checked request: its op, every field of the op (defaults filled in), its `req` tag."""
+
+    __slots__ = ("args", "op", "req")
+
+    def __init__(self, op: str, args: dict[str, Any] | None = None, req: Any = _NO_REQ) -> None:
+        self.op = op
+        self.args = {} if args is None else args
+        self.req = req
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (self.op, self.args, self.req) == (other.op, other.args, other.req)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable args, as the dataclass had
+
+    def __repr__(self) -> str:
+        return f"Request(op={self.op!r}, args={self.args!r}, req={self.req!r})"
 
     @property
     def has_req(self) -> bool:

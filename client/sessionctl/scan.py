@@ -17,10 +17,29 @@ from collections.abc import Generator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessionctl import agent
-from sessionctl.document import InvalidSession, header_of, validate_document, windowed_session
+from sessionctl.document import (
+    InvalidSession,
+    header_of,
+    keyed_object,
+    validate_document,
+    windowed_session,
+)
+from sessionctl.regular import open_regular, read_regular
+
+if TYPE_CHECKING:
+    from sessionctl.store_scan import StoredLoaded
+
+
+def _store_scan() -> Any:
+    """The database side (sqlite3, hashlib), imported only when a scan runs: the client's
+    start-up does not pay for it."""
+    from sessionctl import store_scan
+
+    return store_scan
+
 
 MAX_PREFILTER_BYTES = 64 << 20
 """The agent's mmap cap: a bigger file never passes the prefilter (format §2.8)."""
@@ -107,6 +126,8 @@ def list_candidates(folders: Iterable[str]) -> list[Candidate]:
             if not agent.is_session_file_name(name):
                 continue
             path = os.path.join(folder, name)
+            if not agent.is_utf8_name(path):
+                continue  # no answer could carry its name (sessiond skips it too)
             st = _stat_regular(path)
             if st is not None:
                 found.append(Candidate(path, name, st.st_mtime_ns))
@@ -128,9 +149,8 @@ def load_session(path: str) -> Loaded | None:
     if st is None:
         return None
     try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
-        doc = json.loads(text, parse_constant=_reject_constant)
+        text = read_regular(path, agent.MAX_SESSION_FILE_BYTES)[1].decode("utf-8")
+        doc = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=keyed_object)
         validate_document(doc)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, InvalidSession):
         return None
@@ -142,11 +162,10 @@ def file_contains(path: str, needle: bytes) -> bool:
     if not needle:
         return True
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < len(needle) or size > MAX_PREFILTER_BYTES:
+        with open_regular(path) as (fd, st):
+            if st.st_size < len(needle) or st.st_size > MAX_PREFILTER_BYTES:
                 return False
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
                 return view.find(needle) >= 0
     except (OSError, ValueError):
         return False
@@ -209,8 +228,13 @@ def _check_workspace(workspace: object) -> str:
     return workspace
 
 
-def session_response(loaded: Loaded, window: int | None) -> dict[str, Any]:
+def session_response(loaded: Loaded | StoredLoaded, window: int | None) -> dict[str, Any]:
     """The body of a resume/get answer (interface §4)."""
+    if not isinstance(loaded, Loaded):  # a database session (sessionctl.store_scan)
+        try:
+            return loaded.response(window)
+        except LookupError as exc:
+            raise NotFound(str(exc)) from None
     body: dict[str, Any] = {
         "ok": True,
         "source": "scan",
@@ -224,10 +248,39 @@ def session_response(loaded: Loaded, window: int | None) -> dict[str, Any]:
     return body
 
 
-def find_latest(workspace: str, env: Mapping[str, str]) -> Loaded | None:
-    """`scan_sync`: the newest session file whose directory is the workspace."""
+def _with_databases(
+    folders: list[str],
+) -> tuple[list[StoredLoaded], list[Candidate]]:
+    """The database sessions of `folders`, and the session files a row does not shadow (the
+    row wins over `<id>.json` in its folder: docs/storage.md)."""
+    store_scan = _store_scan()
+    rows = [s for folder in folders for s in store_scan.database_sessions(folder)]
+    held = {s.path for s in rows}
+    return rows, [c for c in list_candidates(folders) if c.path not in held]
+
+
+def find_latest(workspace: str, env: Mapping[str, str]) -> Loaded | StoredLoaded | None:
+    """`scan_sync`: the newest session file whose directory is the workspace. Where one of its
+    sessions is in a folder with the agent's database, the newest `updated_at` of rows and
+    files instead (ties: the row, then the greater id)."""
     canonical_ws = agent.canonicalize(workspace)
-    candidates = list_candidates(sessions_dirs(workspace, env))
+    folders = sessions_dirs(workspace, env)
+    store_scan = _store_scan()
+    if any(store_scan.has_database(f) for f in folders):
+        rows, files = _with_databases(folders)
+        pool: list[Loaded | StoredLoaded] = [
+            r for r in rows if directory_matches(r.directory, canonical_ws)
+        ]
+        for candidate in files:
+            loaded = load_session(candidate.path)
+            if loaded is not None and directory_matches(
+                loaded.doc["metadata"].get("directory"), canonical_ws
+            ):
+                pool.append(loaded)
+        # The file rule stays for a workspace whose sessions are all in folders without one.
+        if any(store_scan.has_database(os.path.dirname(s.path)) for s in pool):
+            return max(pool, key=store_scan.answer_order)
+    candidates = list_candidates(folders)
     if len(candidates) < 2:
         return _first_match(candidates, canonical_ws)
     needle = agent.json_escaped(canonical_ws).encode("utf-8")
@@ -261,11 +314,10 @@ def _pointer_target(registry: str | None, session_id: str) -> str | None:
     """The file a registry pointer names, when it is an absolute existing `<id>.json`."""
     if not registry:
         return None
-    try:
-        with open(os.path.join(registry, session_id + agent.POINTER_SUFFIX), "rb") as fh:
-            target = fh.read(64 * 1024).decode("utf-8", "replace").strip()
-    except OSError:
+    content = agent.read_pointer(os.path.join(registry, session_id + agent.POINTER_SUFFIX))
+    if content is None:
         return None
+    target = content.decode("utf-8", "replace").strip()
     if not os.path.isabs(target) or os.path.basename(target) != f"{session_id}.json":
         return None
     folder = os.path.realpath(os.path.dirname(target))
@@ -290,10 +342,20 @@ def scan_get(
     pointed = _pointer_target(agent.registry_dir(env), session_id)
     if pointed is not None and pointed not in paths:
         paths.append(pointed)
-    found = [s for s in map(load_session, paths) if s is not None and s.doc["id"] == session_id]
+    found: list[tuple[tuple[int, str], Loaded | StoredLoaded]] = []
+    store_scan = _store_scan()
+    for path in paths:
+        folder = os.path.dirname(path)
+        rows = [r for r in store_scan.database_sessions(folder) if r.session_id == session_id]
+        if rows:  # the row wins over the file beside it
+            found.append(((rows[0].updated_ns, rows[0].path), rows[0]))
+            continue
+        loaded = load_session(path)
+        if loaded is not None and loaded.doc["id"] == session_id:
+            found.append(((loaded.mtime_ns, loaded.path), loaded))
     if not found:
         raise NotFound(f"no session {session_id}")
-    newest = max(found, key=lambda s: (s.mtime_ns, s.path))
+    newest = max(found, key=lambda pair: pair[0])[1]
     return session_response(newest, window)
 
 
@@ -313,7 +375,11 @@ def scan_list(
     offset = _check_count("offset", offset)
     canonical_ws = None if workspace is None else agent.canonicalize(_check_workspace(workspace))
     sessions: list[Loaded] = []
-    for candidate in list_candidates(sessions_dirs(workspace, env)):
+    rows, files = _with_databases(sessions_dirs(workspace, env))
+    stored = [
+        r for r in rows if canonical_ws is None or directory_matches(r.directory, canonical_ws)
+    ]
+    for candidate in files:
         loaded = load_session(candidate.path)
         if loaded is None:
             continue
@@ -322,7 +388,10 @@ def scan_list(
         ):
             continue
         sessions.append(loaded)
-    sessions.sort(key=_list_key, reverse=True)
-    page = sessions[offset : offset + limit]
-    headers = [header_of(s.doc, s.path, s.file_bytes, s.mtime_ns) for s in page]
-    return {"ok": True, "source": "scan", "sessions": headers, "total": len(sessions)}
+    keyed: list[tuple[tuple[int, int, str], dict[str, Any]]] = [
+        (_list_key(s), header_of(s.doc, s.path, s.file_bytes, s.mtime_ns)) for s in sessions
+    ]
+    keyed.extend(((r.updated_ns, r.updated_ns, r.path), r.header_fields()) for r in stored)
+    keyed.sort(key=lambda pair: pair[0], reverse=True)
+    headers = [h for _, h in keyed[offset : offset + limit]]
+    return {"ok": True, "source": "scan", "sessions": headers, "total": len(keyed)}

@@ -1,4 +1,5 @@
-"""Where the daemon's socket lives when nobody says (interface §4)."""
+"""Where the daemon's socket lives when nobody says, and which socket folders can be trusted
+(interface §4, docs/protocol.md "Trusting the socket")."""
 
 from __future__ import annotations
 
@@ -17,3 +18,18 @@ def default_socket_path(env: Mapping[str, str] | None = None) -> str:
     if runtime and os.path.isabs(runtime):
         return os.path.join(runtime, "sessiond", "sessiond.sock")
     return os.path.join("/tmp", f"sessiond-{os.getuid()}", "sessiond.sock")
+
+
+IMPERSONATION_HINT = "another user may be impersonating sessiond"
+
+
+def folder_problem(st: os.stat_result, uid: int) -> str | None:
+    """Why a socket folder with this stat cannot be trusted by `uid`, or None when it can: it
+    must be theirs and not writable by others, or another user could have put a listener in
+    it (when XDG_RUNTIME_DIR is unset, anyone can create /tmp/sessiond-<uid>/ first). The
+    client refuses to talk through such a folder and the daemon to listen in it."""
+    if st.st_uid != uid:
+        return f"belongs to uid {st.st_uid}, not to you (uid {uid})"
+    if st.st_mode & 0o022:
+        return f"is writable by others (mode {st.st_mode & 0o7777:o})"
+    return None

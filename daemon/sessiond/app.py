@@ -75,6 +75,7 @@ class Daemon:
         ops = Ops(self.index, self.indexer, self.env, uploads, discover=self.settings.discover)
         ops.agent_files = self.agent_files
         ops.search = self.search
+        ops.remote = uploads.remote_service(self.settings, self.env)
         self.indexer.add_listener(lambda kind, record: hub.publish(_index_event(kind, record)))
         self.indexer.add_listener(uploads.on_index_change)
         self.indexer.add_rescan_listener(
@@ -97,7 +98,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         self.agent_files.start()
         self.indexer.start()
-        install_test_faults(loop, self.env)
+        install_test_faults(loop, self.env, self.indexer)
         status = StatusText(self.index, ready.is_set)
         watchdog = asyncio.create_task(Heartbeat(self.indexer, status, self._died, self.env).run())
         while not (self.indexer.ready.is_set() or self._stop.is_set()):
@@ -123,12 +124,23 @@ class Daemon:
         systemd.notify("STOPPING=1\nSTATUS=stopping")
         heartbeat.cancel()
         watchdog.cancel()
-        await server.close()
-        await asyncio.to_thread(uploads.stop)  # in flight finished, pending tried, rest kept
-        await asyncio.to_thread(self.indexer.stop)
-        await asyncio.to_thread(self.search.stop)
-        await asyncio.to_thread(self.agent_files.stop)  # writes what is still pending
-        self._remove_socket_file()
+        # Each step is tried whatever the one before did: a stop always completes, saves
+        # what it can and removes the socket file.
+        try:
+            for step in (
+                server.close,
+                lambda: asyncio.to_thread(uploads.stop),  # in flight finished, rest kept
+                lambda: asyncio.to_thread(self.indexer.stop),
+                lambda: asyncio.to_thread(self.search.stop),
+                lambda: asyncio.to_thread(self.agent_files.stop),  # writes what is pending
+            ):
+                try:
+                    await step()
+                except Exception:
+                    self._exit_code = 1
+                    log_event("stop_step_failed", logging.ERROR, exc_info=True)
+        finally:
+            self._remove_socket_file()
         log_event("stop", uptime_s=round(time.monotonic() - started, 1), code=self._exit_code)
         return self._exit_code
 
@@ -167,6 +179,8 @@ class Daemon:
                 set_level(fresh.log_level)
                 for folder in set(fresh.sessions_dirs) - set(self.settings.sessions_dirs):
                     self.indexer.serve_configured(folder)
+                for folder in set(self.settings.sessions_dirs) - set(fresh.sessions_dirs):
+                    self.indexer.unserve_configured(folder)
                 self.settings.sessions_dirs = fresh.sessions_dirs
         self.indexer.rescan().add_done_callback(lambda _: systemd.notify("READY=1"))
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from sessionctl.socket_path import default_socket_path
 
+from sessiond.remote.layout import default_machine_name, valid_machine_name
+
 LOG_FORMATS = ("auto", "text", "json", "journal")
 
 
@@ -34,6 +36,7 @@ class Settings:
     maintain_workspace_index: bool = True
     maintain_listing_cache: bool = True
     s3: dict[str, Any] = field(default_factory=dict)
+    machine_name: str = ""  # this machine in the bucket (docs/remote.md); "" the host name
     # Robustness knobs (issue 5); the defaults suit every user, tests set small values.
     reconcile_interval_s: float = 300.0  # 0 turns the periodic stat-only reconcile off
     max_connections: int = 1024
@@ -90,6 +93,7 @@ def _apply_file(settings: Settings, table: Mapping[str, Any], path: str) -> None
         "maintain_workspace_index": bool,
         "maintain_listing_cache": bool,
         "s3": dict,
+        "machine_name": str,
     }
     for key, value_type in known.items():
         if key in table:
@@ -126,6 +130,8 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         settings.log_format = env["SESSIOND_LOG_FORMAT"]
     if env.get("SESSIOND_LOG_LEVEL"):
         settings.log_level = env["SESSIOND_LOG_LEVEL"]
+    if env.get("SESSIOND_MACHINE_NAME"):
+        settings.machine_name = env["SESSIOND_MACHINE_NAME"]
     if env.get("SESSIOND_NO_DISCOVER"):
         settings.discover = not _flag(env["SESSIOND_NO_DISCOVER"])
     # The command line wins.
@@ -145,6 +151,12 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     settings.sessions_dirs = [
         os.path.abspath(os.path.expanduser(d)) for d in settings.sessions_dirs
     ]
+    settings.machine_name = settings.machine_name or default_machine_name()
+    if not valid_machine_name(settings.machine_name):
+        raise ConfigError(
+            f"machine_name {settings.machine_name!r}: 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
     if settings.log_format not in LOG_FORMATS:
         raise ConfigError(f"log format must be one of {', '.join(LOG_FORMATS)}")
     return settings

@@ -13,11 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sessionctl.agent import env_sessions_dir, read_registry, registry_dir
+from sessionctl.socket_path import IMPERSONATION_HINT
 
 from sessiond.agentfiles import doctor_problems
 from sessiond.config import Settings
+from sessiond.logs import redact_urls
 from sessiond.search.store import fts5_missing, index_path
 from sessiond.server.listener import socket_is_live
+from sessiond.store.doctor import database_lines
 
 INOTIFY = "/proc/sys/fs/inotify"
 INOTIFY_SPARE = 16  # left for the registry folder, workspaces asked about, and other programs
@@ -59,6 +62,14 @@ def check_socket(report: Report, socket_path: str) -> None:
         st = os.stat(folder)
     except FileNotFoundError:
         report.ok(f"socket folder {folder} does not exist yet; it is created 0700 at start")
+        return
+    if st.st_uid != os.getuid():  # nothing in it is ours: not even worth a connect
+        report.problem(
+            f"socket folder {folder} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): "
+            f"{IMPERSONATION_HINT}, so sessiond refuses to listen there and sessionctl to talk "
+            "through it; have it removed (its owner or root can), or set XDG_RUNTIME_DIR or "
+            "--socket to a folder of your own"
+        )
         return
     if _check_private(report, "socket folder", folder, st, 0o700):
         report.ok(f"socket folder {folder}: yours, mode 700")
@@ -115,6 +126,27 @@ def check_sessions_folder(report: Report, folder: str, writes: bool) -> None:
         report.ok(f"sessions folder {folder}")
 
 
+def check_polled(report: Report, socket_path: str) -> None:
+    """Folders the running daemon polls because it cannot watch them (its `status`)."""
+    from sessionctl import Client
+
+    if not socket_is_live(socket_path):
+        return
+    try:
+        with Client(socket=socket_path, timeout=5, connect_timeout=5) as client:
+            status = client.status()
+    except Exception as exc:  # any failure here is the daemon's to report, not ours
+        report.note(f"could not ask the running sessiond which folders it polls ({exc})")
+        return
+    polled = [r["path"] for r in status.get("roots", []) if r.get("polled")]
+    for folder in polled:
+        report.problem(
+            f"sessions folder {folder} cannot be watched, so sessiond polls it every second "
+            "(changes show up to a second late): inotify watches are used up or the folder "
+            "is unreadable; raise fs.inotify.max_user_watches or fix its permissions"
+        )
+
+
 def check_state_dir(report: Report, folder: str) -> None:
     if not os.path.exists(folder):
         parent = folder
@@ -166,7 +198,7 @@ def check_sink(report: Report, env: Mapping[str, str], settings: Settings) -> No
     try:
         config = SinkConfig.from_env(env, settings.s3)
     except ValueError as exc:
-        report.problem(f"history sink (S3): {exc}")
+        report.problem(f"history sink (S3): {redact_urls(str(exc))}")
         return
     if config is None:
         report.note("history sink (S3): off (CODETETHER_HISTORY_S3_* are not all set)")
@@ -174,9 +206,11 @@ def check_sink(report: Report, env: Mapping[str, str], settings: Settings) -> No
     try:
         problems = HistorySink(config, lambda _id: None, settings.state_dir).check()
     except Exception as exc:
-        problems = [f"history sink (S3): the check failed: {type(exc).__name__}: {exc}"]
+        problems = [
+            f"history sink (S3): the check failed: {type(exc).__name__}: {redact_urls(str(exc))}"
+        ]
     for problem in problems:
-        report.problem(problem)
+        report.problem(redact_urls(problem))
     if not problems:
         report.ok(f"history sink (S3): {config.endpoint_display} bucket {config.bucket} writable")
 
@@ -204,6 +238,9 @@ def doctor(settings: Settings, env: Mapping[str, str]) -> int:
     writes = settings.maintain_workspace_index or settings.maintain_listing_cache
     for folder in folders:
         check_sessions_folder(report, folder, writes)
+        for kind, text in database_lines(folder):
+            report.lines.append((kind, text))
+    check_polled(report, settings.socket)
     for problem in doctor_problems(
         folders,
         workspace_index=settings.maintain_workspace_index,

@@ -3,15 +3,19 @@
 Every call names a stable `event` and its fields (docs/logging.md lists them). The formatter
 decides the shape: journald fields (auto, when stderr is systemd's stream to the journal), JSON
 lines (auto elsewhere off a terminal), or text for people.
-Secrets never reach here: callers pass redacted values, and `redact()` helps them.
+Secrets: callers pass redacted values (`redact()` helps them), and every handler also has a
+`RedactingFilter`, which takes the user:password part and the query out of every URL in a
+line, its fields and its traceback, whoever logged it (botocore's errors quote the endpoint).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +40,67 @@ def log_event(
         pass
 
 
+_URL = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)"
+    r"(?P<userinfo>[^\s/?#'\"<>]*@)?"  # greedy: a raw `@` in a password is still covered
+    r"(?P<rest>[^\s?#'\"<>]*)"
+    r"(?P<query>\?[^\s#'\"<>]*)?"
+)
+
+
+def _redacted_url(match: re.Match[str]) -> str:
+    userinfo = "***@" if match["userinfo"] else ""
+    query = "?***" if match["query"] else ""
+    return f"{match['scheme']}{userinfo}{match['rest']}{query}"
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the user:password part and the query of every URL in it replaced by
+    `***` (a presigned URL or an endpoint can carry credentials in either)."""
+    return _URL.sub(_redacted_url, text) if "://" in text else text
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_urls(value)
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts URLs (`redact_urls`) in a record's message, fields and traceback before any
+    formatter sees it. The traceback is formatted here, once, into `exc_text`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            fields = getattr(record, "event_fields", None)
+            if fields:
+                record.event_fields = _redact_value(fields)
+            if record.args:
+                record.msg, record.args = redact_urls(record.getMessage()), None
+            elif isinstance(record.msg, str):
+                record.msg = redact_urls(record.msg)
+            if record.exc_info and record.exc_info[0] is not None:
+                text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+                record.exc_text, record.exc_info = redact_urls(text), None
+            elif record.exc_text:
+                record.exc_text = redact_urls(record.exc_text)
+            if record.stack_info:
+                record.stack_info = redact_urls(record.stack_info)
+        except Exception:  # a record we cannot redact is dropped, not logged as it is
+            return False
+        return True
+
+
+def _traceback(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    if record.exc_info:
+        return formatter.formatException(record.exc_info)
+    return record.exc_text or None
+
+
 def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     return getattr(record, "event_fields", None) or {}
 
@@ -56,8 +121,8 @@ class JsonFormatter(logging.Formatter):
         if not hasattr(record, "event_name"):
             body["message"] = record.getMessage()
         body.update(_fields(record))
-        if record.exc_info:
-            body["traceback"] = self.formatException(record.exc_info)
+        if (trace := _traceback(self, record)) is not None:
+            body["traceback"] = trace
         return json.dumps(body, default=str, ensure_ascii=False)
 
 
@@ -71,8 +136,8 @@ class TextFormatter(logging.Formatter):
             parts.append(record.getMessage())
         parts += [f"{k}={v}" for k, v in _fields(record).items()]
         text = " ".join(str(p) for p in parts)
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+        if (trace := _traceback(self, record)) is not None:
+            text += "\n" + trace
         return text
 
 
@@ -92,12 +157,13 @@ def configure(log_format: str = "auto", level: str = "info") -> str:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger(LOGGER_NAME)
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     root.propagate = False
     # Library loggers (watchdog, botocore) go to the same place, quieter.
-    for name in ("watchdog", "botocore", "boto3", "urllib3", "s3transfer"):
+    for name in ("watchdog", "botocore", "boto3", "urllib3", "s3transfer", "asyncio"):
         lib = logging.getLogger(name)
         lib.handlers[:] = [handler]
         lib.setLevel(logging.WARNING)

@@ -1,15 +1,19 @@
 """The service heartbeat: `STATUS=` kept current, and `WATCHDOG=1` only while sessiond is healthy.
 
 A task on the event loop checks, about once a second, that the indexer thread and the file
-watcher's thread are alive. While they are, it sends `WATCHDOG=1` every half `WATCHDOG_USEC`
-(the task running at all proves the event loop is alive) and `STATUS=` whenever the counts
-change. Once either has died the index can only go stale, so sessiond stops pinging: under a
-systemd watchdog the service manager kills and restarts it (`Restart=on-failure`); without
-one, sessiond exits with status 1 itself. Either way a dead watcher leads to a restart, never
-to a silently stale index.
+watcher's thread are alive, and that the indexer makes progress: a thread that is alive but
+stuck on one step (an `open()` that never returns, say) for `Indexer.stall_s` counts as dead,
+since its index goes stale all the same. While all is healthy, it sends `WATCHDOG=1` every
+half `WATCHDOG_USEC` (the task running at all proves the event loop is alive) and `STATUS=`
+whenever the counts change. Once the indexer or the watcher is dead or stuck, sessiond stops
+pinging: under a systemd watchdog the service manager kills and restarts it
+(`Restart=on-failure`); without one, sessiond exits with status 1 itself. Either way it leads
+to a restart, never to a silently stale index.
 
 Test-only faults: `SESSIOND_TEST_FAULTS=watcher_dies`, read once at start, makes SIGUSR2 stop
-every watchdog inotify reader thread in the process, the way a crashed watcher would end.
+every watchdog inotify reader thread in the process, the way a crashed watcher would end;
+`indexer_stalls` makes SIGUSR2 give the indexer a step that blocks for a minute, and lowers
+the stall limit to 2 s, the way a read that never returns would hold it.
 Nothing in the socket protocol can reach it; it exists so the tests can kill the watcher for
 real (tests/test_service_activation.py). `no_fts5` makes search and `doctor` act as on a Python
 whose SQLite lacks FTS5 (sessiond.search.store).
@@ -36,6 +40,8 @@ class Watched(Protocol):
     """What the heartbeat needs of the indexer."""
 
     def healthy(self) -> bool: ...
+
+    def stalled_for(self) -> float: ...
 
 
 class Heartbeat:
@@ -78,7 +84,9 @@ class Heartbeat:
         log_event(
             "unhealthy",
             logging.CRITICAL,
-            error="the indexer or the file watcher thread has died; the index would go stale",
+            error="the indexer or the file watcher thread has died or is stuck; "
+            "the index would go stale",
+            stalled_s=round(self._indexer.stalled_for(), 1),
             action=restart,
         )
         systemd.notify("STATUS=unhealthy: the file watcher or the indexer died; restarting")
@@ -117,12 +125,32 @@ class StatusText:
         return self._text
 
 
-def install_test_faults(loop: asyncio.AbstractEventLoop, env: Mapping[str, str]) -> None:
+class Stallable(Protocol):
+    stall_s: float
+
+    def call(self, fn: Callable[[], object]) -> object: ...
+
+
+STALL_FAULT_S = 2.0
+
+
+def install_test_faults(
+    loop: asyncio.AbstractEventLoop, env: Mapping[str, str], indexer: Stallable | None = None
+) -> None:
     """Arm the test-only faults named in `SESSIOND_TEST_FAULTS` (see the module docstring)."""
     faults = {f.strip() for f in env.get(TEST_FAULTS_ENV, "").split(",") if f.strip()}
     if "watcher_dies" in faults:
         loop.add_signal_handler(signal.SIGUSR2, _stop_observers)
+    elif "indexer_stalls" in faults and indexer is not None:
+        indexer.stall_s = STALL_FAULT_S
+        loop.add_signal_handler(signal.SIGUSR2, lambda: _stall(indexer))
+    if faults:
         log_event("test_faults", logging.WARNING, faults=sorted(faults))
+
+
+def _stall(indexer: Stallable) -> None:
+    indexer.call(lambda: threading.Event().wait(60))
+    log_event("test_fault", logging.WARNING, fault="indexer_stalls")
 
 
 def _stop_observers() -> None:

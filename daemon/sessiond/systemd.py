@@ -188,7 +188,7 @@ class JournalHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            traceback = None
+            traceback = record.exc_text  # set, and redacted, by logs.RedactingFilter
             if record.exc_info:
                 formatter = self.formatter or logging.Formatter()
                 traceback = formatter.formatException(record.exc_info)

@@ -8,21 +8,59 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sessionctl.protocol import Event, event_message
+from sessionctl.protocol import ErrorCode, Event, ProtocolError, event_message
 
 from sessiond.config import ConfigError, Settings
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
+from sessiond.remote.catalog import CatalogKeeper
+from sessiond.remote.layout import machine_instance
+from sessiond.remote.parts import REMOTE_LEDGER_NAME, RemoteParts
+from sessiond.remote.service import RemoteService
 from sessiond.server.ops import UploadStatus
 from sessiond.sink import HistorySink, SinkConfig
+from sessiond.sink.errors import classify
+from sessiond.sink.faults import NO_FAULTS, Faults
+from sessiond.sink.ledger import Ledger
+
+
+def remote_parts(config: SinkConfig, settings: Settings) -> RemoteParts:
+    """What keeps this machine's sessions rebuildable from the bucket (docs/remote.md)."""
+    instance = machine_instance(settings.state_dir)
+    target = f"{config.endpoint_display}|{config.bucket}|{config.prefix}|{instance}"
+    ledger = Ledger(settings.state_dir, target, REMOTE_LEDGER_NAME)
+    catalog = CatalogKeeper(
+        config, settings.machine_name, instance, settings.state_dir, config.catalog_interval_s
+    )
+    return RemoteParts(config, ledger, catalog, instance)
+
 
 _EVENTS = {"upload_done": Event.UPLOAD_DONE, "upload_failed": Event.UPLOAD_FAILED}
 
 
 class Uploads(UploadStatus):
-    def __init__(self, sink: HistorySink | None) -> None:
+    def __init__(
+        self,
+        sink: HistorySink | None,
+        config: SinkConfig | None = None,
+        faults: Faults = NO_FAULTS,
+    ) -> None:
         self._sink = sink
+        self._config = config
+        self._faults = faults
+        self._dead: str | None = None  # why the sink could not start: it uploads nothing
+
+    def remote_service(self, settings: Settings, env: Mapping[str, str]) -> RemoteService | None:
+        """What answers `remote_list` and `restore`; None without a bucket."""
+        if self._config is None:
+            return None
+        try:
+            return RemoteService(self._config, settings.machine_name, env, self._faults)
+        except Exception as exc:  # an endpoint the S3 client refuses: the sink is dead, not us
+            self._dead = classify(exc, self._config).message
+            log_event("sink_dead", logging.ERROR, error=self._dead)
+            return None
 
     @classmethod
     def from_settings(
@@ -47,7 +85,10 @@ class Uploads(UploadStatus):
             if event in _EVENTS:
                 publish(event_message(_EVENTS[event], fields))
 
-        return cls(HistorySink(config, locate, settings.state_dir, emit))
+        faults = Faults.from_env(env, settings.state_dir)  # test-only; see sink/faults.py
+        remote = remote_parts(config, settings)
+        sink = HistorySink(config, locate, settings.state_dir, emit, faults=faults, remote=remote)
+        return cls(sink, config, faults)
 
     @property
     def enabled(self) -> bool:
@@ -55,7 +96,7 @@ class Uploads(UploadStatus):
 
     def on_index_change(self, kind: str, record: SessionRecord) -> None:
         """Indexer listener: every saved session is (re)considered for upload."""
-        if self._sink is not None and kind == "saved":
+        if self._sink is not None and kind == "saved" and self._dead is None:
             self._sink.notify(record.session_id)
 
     def start(self, known_ids: Iterable[str]) -> None:
@@ -63,14 +104,26 @@ class Uploads(UploadStatus):
             try:
                 self._sink.start(known_ids)
             except Exception as exc:  # a broken sink must not keep the index from serving
-                log_event("sink_error", logging.ERROR, error=str(exc)[:200], exc_info=True)
+                assert self._config is not None
+                self._dead = classify(exc, self._config).message
+                log_event("sink_error", logging.ERROR, error=self._dead, exc_info=True)
+                log_event("sink_dead", logging.ERROR, error=self._dead)
 
     def stop(self, deadline_s: float | None = None) -> None:
         if self._sink is not None:
             self._sink.stop(deadline_s)
 
     def status(self) -> dict[str, Any]:
-        return self._sink.status() if self._sink is not None else super().status()
+        if self._sink is None:
+            return super().status()
+        status = self._sink.status()
+        if self._dead is not None:
+            status.update(state="dead", last_error=self._dead, pending=0)
+        else:
+            status["state"] = "running"
+        return status
 
     def flush(self, timeout: float) -> dict[str, Any]:
+        if self._dead is not None:  # nothing will ever be uploaded: say why at once
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"the S3 sink is dead: {self._dead}")
         return self._sink.flush(timeout) if self._sink is not None else super().flush(timeout)

@@ -11,7 +11,7 @@ so a corpus can never make a test depend on an unspecified choice.
 
 from __future__ import annotations
 
-import calendar
+import datetime as dt
 import json
 import os
 import re
@@ -78,8 +78,8 @@ def registered_folders(env: Mapping[str, str]) -> list[str]:
         return []
     folders = []
     for name in sorted(os.listdir(registry)):
-        if not name.endswith(".path"):
-            continue
+        if not name.endswith(".path") or not os.path.isfile(os.path.join(registry, name)):
+            continue  # a FIFO or a device is no pointer (and would block this read)
         with open(os.path.join(registry, name), encoding="utf-8") as fh:
             target = fh.read().strip()
         if target.startswith("/") and target.endswith(".json"):
@@ -142,31 +142,66 @@ def is_session_name(name: str) -> bool:
 
 
 _TIME = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)",
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)",
+    re.ASCII,
 )
+_DAYS_PER_400_YEARS = 146_097
 
 
 def instant_ns(text: Any) -> int | None:
-    """An RFC 3339 time as nanoseconds since the epoch; None when it is not one."""
+    """An RFC 3339 time as nanoseconds since the epoch, as chrono reads a `DateTime<Utc>`
+    (years 0000-9999 as written, a leap second, offsets to 23:59, nine fraction digits read);
+    None when chrono refuses it."""
     if not isinstance(text, str):
         return None
     match = _TIME.fullmatch(text)
     if match is None:
         return None
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    try:
-        seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    except (ValueError, OverflowError):
+    if hour > 23 or minute > 59 or second > 60:
         return None
+    cycles = year // 400  # the Gregorian calendar repeats every 400 years: year 0 is 400
+    try:
+        days = dt.date(year - 400 * cycles + 400, month, day).toordinal()
+        days += (cycles - 1) * _DAYS_PER_400_YEARS
+    except ValueError:
+        return None
+    seconds = (days - dt.date(1970, 1, 1).toordinal()) * 86_400
+    seconds += hour * 3600 + minute * 60 + second
     zone = match.group(8)
-    if zone != "Z":
+    if zone not in ("Z", "z"):
+        if int(zone[1:3]) > 23 or int(zone[4:6]) > 59:
+            return None
         sign = 1 if zone[0] == "+" else -1
         seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    return seconds * 10**9 + int((match.group(7) or "").ljust(9, "0"))
+    return seconds * 10**9 + int((match.group(7) or "")[:9].ljust(9, "0"))
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+SESSION_FIELDS = {"id", "title", "created_at", "updated_at", "metadata", "agent", "messages",
+                  "pages", "summary_index", "tool_uses", "usage"}  # fmt: skip
+METADATA_FIELDS = {"directory", "model", "knowledge_snapshot", "provenance", "auto_apply_edits",
+                   "allow_network", "prior_context_allowed", "prior_context_turn_allowed",
+                   "inherited_prior_context_allowed", "slash_autocomplete", "use_worktree",
+                   "shared", "share_url", "rlm", "context_policy", "delegation",
+                   "run_checkpoint"}  # fmt: skip
+
+
+class _Object(dict):  # type: ignore[type-arg]
+    """A parsed JSON object that knows which of its keys came more than once."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        names = [k for k, _ in pairs]
+        self.twice = {k for k in names if names.count(k) > 1}
+
+
+def _twice(obj: Any, fields: set[str]) -> bool:
+    """serde's derive: a struct field given twice is an error (`duplicate field`)."""
+    return bool(getattr(obj, "twice", set()) & fields)
 
 
 def is_loadable(doc: Any) -> bool:
@@ -174,6 +209,8 @@ def is_loadable(doc: Any) -> bool:
     if not isinstance(doc, dict):
         return False
     metadata = doc.get("metadata")
+    if _twice(doc, SESSION_FIELDS) or _twice(metadata, METADATA_FIELDS):
+        return False
     return (
         isinstance(doc.get("id"), str)
         and (doc.get("title") is None or isinstance(doc["title"], str))
@@ -189,14 +226,18 @@ def is_loadable(doc: Any) -> bool:
     )
 
 
+MAX_SESSION_FILE_BYTES = 512 << 20
+"""`Session::load` refuses larger files (format §2.8)."""
+
+
 def load(path: str) -> SessionFile | None:
     """One session file, or None when the agent could not load it."""
     try:
         st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SESSION_FILE_BYTES:
             return None
         with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh, parse_constant=_refuse_constant)
+            doc = json.load(fh, parse_constant=_refuse_constant, object_pairs_hook=_Object)
     except (OSError, ValueError, RecursionError):
         return None
     if not is_loadable(doc):
@@ -204,12 +245,21 @@ def load(path: str) -> SessionFile | None:
     return SessionFile(path, os.path.basename(path), doc, st.st_size, st.st_mtime_ns)
 
 
+def _is_utf8(path: str) -> bool:
+    """sessiond skips a file whose name is not UTF-8: no JSON answer could carry it."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def sessions_in(folders: Iterable[str]) -> list[SessionFile]:
     found = []
     for folder in folders:
         folder = os.path.realpath(folder)
         for name in sorted(os.listdir(folder)):
-            if is_session_name(name):
+            if is_session_name(name) and _is_utf8(os.path.join(folder, name)):
                 loaded = load(os.path.join(folder, name))
                 if loaded is not None:
                     found.append(loaded)

@@ -12,6 +12,8 @@ import hashlib
 import os
 import stat
 
+from sessionctl.regular import FileTooLarge, NotRegularFile, read_regular
+
 from sessiond.index.records import FileVersion
 
 TMP_PREFIX = ".sessiond-tmp-"
@@ -42,24 +44,22 @@ def is_unchanged(path: str, written: Stamp, written_digest: bytes) -> bool:
     agent rewrites the listing cache in place (same inode), and within one timestamp tick a
     rewrite of the same size keeps the mtime, so the bytes are compared too."""
     try:
-        with open(path, "rb") as fh:
-            if Stamp.of(os.fstat(fh.fileno())) != written:
-                return False
-            return digest(fh.read(written.size + 1)) == written_digest
-    except OSError:
+        st, data = read_regular(path, written.size)
+    except OSError:  # gone, replaced by something larger, or no regular file
         return False
+    return Stamp.of(st) == written and digest(data) == written_digest
 
 
 def read(path: str) -> bytes | None:
     """The file's bytes; None when there is no file. Other errors propagate."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_READ_BYTES + 1)
+        return read_regular(path, MAX_READ_BYTES)[1]
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
-        return b""  # not a file the agent can read: it reads an empty index
-    return data if len(data) <= MAX_READ_BYTES else b""
+    except NotRegularFile:  # a folder, a FIFO, a device: the agent reads an empty index
+        return b""
+    except FileTooLarge:
+        return b""
 
 
 def replace(folder: str, name: str, data: bytes) -> Stamp:

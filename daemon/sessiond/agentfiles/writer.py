@@ -24,18 +24,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sessionctl.agent import LISTING_CACHE_NAME, WORKSPACE_INDEX_NAME
+from sessionctl.regular import is_transient
 
 from sessiond import memory
 from sessiond.agentfiles import files, formats
 from sessiond.agentfiles import listing_cache as cache_rules
 from sessiond.agentfiles import workspace_index as index_rules
 from sessiond.agentfiles.workspace_index import Changes
+from sessiond.index.database_records import is_stored
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 
 DEBOUNCE_S = 0.2
 MAX_DELAY_S = 1.0
+REMOVAL_QUIET_S = 2.0
+"""A folder whose sessions are disappearing is written only once none has gone for this long:
+it may be being deleted (`rm -rf`), and a file written into it meanwhile would make the
+deletion fail ("Directory not empty")."""
 
 
 @dataclass
@@ -85,6 +91,7 @@ class AgentFiles:
         self._names = {k.name for k in self._kinds}
         self._cond = threading.Condition()
         self._due: dict[str, _Due] = {}
+        self._removed_at: dict[str, float] = {}  # folder -> when a session of it last went
         self._busy = False
         self._stopping = False
         self._own: dict[str, tuple[files.Stamp, bytes]] = {}  # path -> our last write there
@@ -121,6 +128,9 @@ class AgentFiles:
 
     def on_index_change(self, kind: str, record: SessionRecord) -> None:
         """An `Indexer.add_listener` listener."""
+        if kind == "removed" and self._kinds:
+            with self._cond:
+                self._removed_at[record.root] = time.monotonic()
         self.notify(record.root)
 
     def agent_file_changed(self, path: str) -> None:
@@ -171,13 +181,17 @@ class AgentFiles:
             while True:
                 now = time.monotonic()
                 ready_at = {
-                    f: min(d.last + self._debounce_s, d.first + self._max_delay_s)
+                    f: max(
+                        min(d.last + self._debounce_s, d.first + self._max_delay_s),
+                        self._removed_at.get(f, 0.0) + REMOVAL_QUIET_S,
+                    )
                     for f, d in self._due.items()
                 }
                 if ready_at:
                     folder = min(ready_at, key=ready_at.__getitem__)
                     if self._stopping or ready_at[folder] <= now:
                         del self._due[folder]
+                        self._removed_at.pop(folder, None)
                         self._busy = True
                         return folder
                 elif self._stopping:
@@ -201,7 +215,8 @@ class AgentFiles:
     def _sync_folder(self, folder: str) -> None:
         if not self._serves(folder) or not os.path.isdir(folder):
             return  # gone or no longer served: nothing of ours to keep there
-        records = self._index.records_under(folder)
+        # Database sessions never enter the agent's files (docs/storage.md).
+        records = [r for r in self._index.records_under(folder) if not is_stored(r)]
         for kind in self._kinds:
             self._sync_file(folder, kind, records)
 
@@ -210,6 +225,9 @@ class AgentFiles:
         try:
             data = files.read(path)
         except OSError as exc:
+            if is_transient(exc):  # out of descriptors or memory: what it holds is unknown
+                log_event("agentfile_unreadable", logging.WARNING, path=path, error=str(exc))
+                return
             data = b""  # unreadable: what the agent gets is an empty file; try to replace it
             log_event("agentfile_unreadable", logging.WARNING, path=path, error=str(exc))
         parsed = {} if data is None else kind.parse(data)

@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -24,8 +25,18 @@ def _decode_chunk(paths: list[str]) -> list[Loaded]:
     return [read_and_decode(path) for path in paths]
 
 
+def _nothing() -> None:
+    pass
+
+
 class CrawlPool:
-    def __init__(self, workers: int | None = None, min_files: int = POOL_MIN_FILES) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        min_files: int = POOL_MIN_FILES,
+        on_progress: Callable[[], None] = _nothing,
+    ) -> None:
+        self._on_progress = on_progress  # called after each file or chunk: the health check
         self._workers = workers or min(os.cpu_count() or 1, 8)
         self._min_files = min_files
         self._pool: ProcessPoolExecutor | None = None
@@ -33,18 +44,30 @@ class CrawlPool:
 
     def decode_all(self, jobs: list[str]) -> list[Loaded]:
         if len(jobs) < self._min_files or self._workers < 2:
-            return [read_and_decode(path) for path in jobs]
+            return self._in_process(jobs)
         chunks = [jobs[i : i + CHUNK_FILES] for i in range(0, len(jobs), CHUNK_FILES)]
+        results: list[Loaded] = []
         try:
             pool = self._ensure_pool()
-            results = [loaded for part in pool.map(_decode_chunk, chunks) for loaded in part]
-        except (BrokenProcessPool, OSError) as exc:
+            for part in pool.map(_decode_chunk, chunks):
+                results.extend(part)
+                self._on_progress()
+        except (BrokenProcessPool, OSError, MemoryError) as exc:
+            # A worker killed (out of memory) or none could be started: the files left are
+            # read here, one at a time, so one bad file costs its own read, not the crawl.
             log_event("crawl_pool_failed", logging.WARNING, error=str(exc)[:200])
             self.close()
-            return [read_and_decode(path) for path in jobs]
+            results.extend(self._in_process(jobs[len(results) :]))
         for loaded in results:
             if loaded.record is not None:
                 self._share(loaded.record)
+        return results
+
+    def _in_process(self, jobs: list[str]) -> list[Loaded]:
+        results = []
+        for path in jobs:
+            results.append(read_and_decode(path))
+            self._on_progress()
         return results
 
     def _ensure_pool(self) -> ProcessPoolExecutor:

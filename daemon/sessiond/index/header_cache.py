@@ -14,12 +14,14 @@ from typing import Annotated
 import msgspec
 
 from sessiond import memory
+from sessiond.index.database_records import is_stored
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 from sessiond.statefile import write_state_file
 
 CACHE_NAME = "headers.msgpack"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 FORMAT = "sessiond-header-cache"
 FORMAT_VERSION = 6
 
@@ -139,7 +141,10 @@ def load(state_dir: str) -> list[SessionRecord]:
 
 def save(state_dir: str, records: Iterable[SessionRecord]) -> None:
     """Write the cache atomically. Raises OSError on failure."""
-    strings, keys, columns = _columns(list(records))
+    # msgpack holds 64-bit integers: a time chrono accepts but no int64 of nanoseconds can
+    # (the year 0) leaves its session out of the cache; it is decoded again at the next start.
+    fits = [r for r in records if _INT64_MIN <= r.updated_ns <= _INT64_MAX]
+    strings, keys, columns = _columns(fits)
     data = _encoder.encode(_CacheFile(FORMAT, FORMAT_VERSION, strings, keys, columns))
     write_state_file(os.path.join(state_dir, CACHE_NAME), data)
 
@@ -165,9 +170,13 @@ class CacheKeeper:
         if not self._state_dir or (seq == self._saved_seq and not force):
             return
         try:
-            save(self._state_dir, self._index.records())
+            # Database sessions are read again from their rows: only files are cached.
+            save(self._state_dir, (r for r in self._index.records() if not is_stored(r)))
         except OSError as exc:
             log_event("header_cache_save_failed", logging.WARNING, error=str(exc))
+            return
+        except Exception as exc:  # a record it cannot encode: a bug, but the stop goes on
+            log_event("header_cache_save_failed", logging.ERROR, error=repr(exc)[:200])
             return
         self._saved_seq = seq
         memory.trim()  # the encoding, and the garbage of a build or rescan, are freed by now

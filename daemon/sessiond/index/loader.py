@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from sessiond.index.decode import InvalidSession, decode_session
+from sessionctl.regular import FileTooLarge, NotRegularFile, is_transient, read_regular
+from sessionctl.store import is_locator
+
+from sessiond.index.decode import MAX_SESSION_FILE_BYTES, InvalidSession, decode_session
 from sessiond.index.records import FileVersion, SessionRecord, split_session_path
 
 
@@ -23,6 +26,8 @@ class Outcome(Enum):
     STILL_INVALID = "still_invalid"  # the same version that was found invalid before
     MISSING = "missing"  # no such file
     UNREADABLE = "unreadable"  # exists, but cannot be read (permissions, I/O error)
+    RETRY = "retry"  # the daemon is out of descriptors or memory: says nothing about the file
+    LOCATOR = "locator"  # the agent database's marker: the session is a row (docs/storage.md)
 
 
 @dataclass(slots=True)
@@ -36,19 +41,31 @@ class Loaded:
 def read_and_decode(path: str) -> Loaded:
     """Read and decode one file. Pure apart from the read, so it can run in a worker process."""
     try:
-        with open(path, "rb") as fh:
-            # The version of the bytes actually read, even if the file was just replaced.
-            version = FileVersion.of(os.fstat(fh.fileno()))
-            data = fh.read()
+        # The version of the bytes actually read, even if the file was just replaced.
+        st, data = read_regular(path, MAX_SESSION_FILE_BYTES)
     except FileNotFoundError:
         return Loaded(Outcome.MISSING)
+    except (NotRegularFile, FileTooLarge) as exc:
+        # No session the agent could load; remembered by the version of what was opened.
+        return Loaded(Outcome.INVALID, error=exc.strerror, version=FileVersion.of(exc.st))
     except OSError as exc:
+        if is_transient(exc):
+            return Loaded(Outcome.RETRY, error=exc.strerror or str(exc))
         return Loaded(Outcome.UNREADABLE, error=exc.strerror or str(exc))
+    except MemoryError:
+        return Loaded(Outcome.RETRY, error="out of memory")
+    version = FileVersion.of(st)
+    if is_locator(data):
+        return Loaded(Outcome.LOCATOR, version=version)
     try:
-        decoded = decode_session(data)
+        decoded = decode_session(data, header_only=True)
+        return Loaded(Outcome.DECODED, SessionRecord.from_decoded(path, version, decoded))
     except InvalidSession as exc:
         return Loaded(Outcome.INVALID, error=str(exc)[:200], version=version)
-    return Loaded(Outcome.DECODED, SessionRecord.from_decoded(path, version, decoded))
+    except MemoryError:
+        return Loaded(Outcome.RETRY, error="out of memory")
+    except Exception as exc:  # one file a rule here did not foresee must not stop a crawl
+        return Loaded(Outcome.INVALID, error=f"cannot be indexed: {exc!r}"[:200], version=version)
 
 
 class HeaderLoader:
@@ -102,7 +119,8 @@ class HeaderLoader:
             self._invalid.pop(path, None)
             return Loaded(Outcome.MISSING)
         except OSError as exc:
-            return Loaded(Outcome.UNREADABLE, error=exc.strerror or str(exc))
+            outcome = Outcome.RETRY if is_transient(exc) else Outcome.UNREADABLE
+            return Loaded(outcome, error=exc.strerror or str(exc))
         if known is not None and known.is_version(st):
             return Loaded(Outcome.UNCHANGED, known)
         cached = self._cached_record(path)
@@ -122,7 +140,7 @@ class HeaderLoader:
         return self._cached.get(folder, {}).pop(stem, None)
 
     def _remember(self, path: str, loaded: Loaded) -> Loaded:
-        if loaded.outcome is Outcome.INVALID and loaded.version is not None:
+        if loaded.outcome in (Outcome.INVALID, Outcome.LOCATOR) and loaded.version is not None:
             self._invalid[path] = loaded.version
         elif loaded.outcome in (Outcome.DECODED, Outcome.MISSING):
             self._invalid.pop(path, None)

@@ -65,6 +65,12 @@ def shared_workspace_keys(directory: str | None) -> tuple[str, ...]:
     return keys
 
 
+def forget_workspace_keys() -> None:
+    """Drop the memo: the next workspace_keys() look at the file system again (a rescan
+    follows symlinks that were retargeted)."""
+    _keys_memo.clear()
+
+
 def shared(text: str | None) -> str | None:
     """Directories, agents and models repeat across sessions: keep one copy of each."""
     return None if text is None else sys.intern(text)
@@ -118,7 +124,7 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
             root=sys.intern(folder),
             stem=None if stem == doc.id else stem,
             session_id=doc.id,
-            title=doc.title,
+            title=decoded.title,
             created=_compact_time(doc.created_at),
             updated=None
             if format_rfc3339_ns(decoded.updated_ns) == doc.updated_at
@@ -131,8 +137,8 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
             size=version.size,
             mtime_ns=version.mtime_ns,
             updated_ns=decoded.updated_ns,
-            message_count=len(doc.messages),
-            tool_use_count=len(doc.tool_uses),
+            message_count=decoded.message_count,
+            tool_use_count=decoded.tool_use_count,
         )
 
     @property
@@ -198,5 +204,22 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
         )
 
     def header_json(self) -> msgspec.Raw:
-        """The header, encoded: responses embed it without another encoding pass."""
-        return msgspec.Raw(_encoder.encode(self.header()))
+        """The header, encoded: responses embed it without another encoding pass. Kept for
+        the records asked about most recently: a record is one version of a session (a file
+        version, or a database row's revision), not changed once it is indexed (a save makes
+        a new record), so this is never stale; it is what made a `resume` cost more than a
+        `ping` (formatting its times and path, ~6 us)."""
+        encoded = _headers.get(self)
+        if encoded is None:
+            encoded = msgspec.Raw(_encoder.encode(self.header()))
+            if len(_headers) >= HEADER_MEMO_SIZE:
+                _headers.pop(next(iter(_headers)), None)  # the oldest entry
+            _headers[self] = encoded
+        return encoded
+
+
+HEADER_MEMO_SIZE = 4096
+"""Encoded headers kept (~0.6 KiB each), oldest out first: a bound, whatever is asked."""
+_headers: dict[SessionRecord, msgspec.Raw] = {}
+"""Keyed by the record itself (eq=False: by identity), so a replaced record is never found
+again; it only waits to be pushed out."""

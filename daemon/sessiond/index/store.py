@@ -11,8 +11,9 @@ as the rest of a record, and each table would need its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from sessiond.index.database_records import answer_order
 from sessiond.index.records import SessionRecord, split_session_path
 
 _ALL = "\x00all"  # the list cache's key for "every session"
@@ -30,8 +31,12 @@ class SessionIndex:
         self._by_workspace: dict[str, list[SessionRecord]] = {}
         self._best: dict[str, SessionRecord | None] = {}
         self._sorted: dict[str, list[SessionRecord]] = {}
+        # folder -> which workspaces its sessions may answer (the others never see them)
+        self._confined: dict[str, Callable[[str], bool]] = {}
         self._count = 0
         self.seq = 0
+        # Folders holding an agent database: their workspaces are answered by `updated_at`.
+        self._db_folders: set[str] = set()
 
     # --- feeding -----------------------------------------------------------------------
 
@@ -49,18 +54,48 @@ class SessionIndex:
                 self._count += 1
             folder[stem] = record
             self._link_id(record)
-            for key in record.workspaces:
-                members = self._by_workspace.get(key)
-                if members is None:
-                    self._by_workspace[key] = [record]
-                else:
-                    members.append(record)
-                best = self._best.get(key)
-                if best is not None and record.resume_key > best.resume_key:
-                    self._best[key] = record
+            self._link_workspaces(record)
             self._sorted.clear()
             self.seq += 1
             return old
+
+    def _answers(self, record: SessionRecord) -> Iterable[str]:
+        allows = self._confined.get(record.root) if self._confined else None
+        if allows is None:
+            return record.workspaces
+        return [k for k in record.workspaces if allows(k)]
+
+    def _link_workspaces(self, record: SessionRecord) -> None:
+        for key in self._answers(record):
+            members = self._by_workspace.get(key)
+            if members is None:
+                self._by_workspace[key] = [record]
+            else:
+                members.append(record)
+            best = self._best.get(key)
+            if self._db_folders:
+                self._best.pop(key, None)  # the order may be another: find it again
+            elif best is not None and record.resume_key > best.resume_key:
+                self._best[key] = record
+
+    def confine(self, root: str, allows: Callable[[str], bool] | None) -> None:
+        """Let the sessions of `root` answer only the workspaces `allows` accepts (None: all
+        their workspaces). Judged again for every session of `root` now, and for each one
+        indexed later."""
+        with self._lock:
+            if allows is None and root not in self._confined:
+                return
+            records = list(self._folders.get(root, {}).values())
+            for record in records:
+                self._unlink_workspaces(record)
+            if allows is None:
+                del self._confined[root]
+            else:
+                self._confined[root] = allows
+            for record in records:
+                self._link_workspaces(record)
+            self._sorted.clear()
+            self.seq += 1
 
     def remove(self, path: str) -> SessionRecord | None:
         root, stem = split_session_path(path)
@@ -76,16 +111,36 @@ class SessionIndex:
                 self.seq += 1
             return old
 
+    def set_database_folder(self, folder: str, present: bool) -> None:
+        """Whether `folder` holds the agent's database (docs/storage.md: answer order)."""
+        with self._lock:
+            if present == (folder in self._db_folders):
+                return
+            if present:
+                self._db_folders.add(folder)
+            else:
+                self._db_folders.discard(folder)
+            self._best.clear()
+            self.seq += 1
+
     def remove_root(self, root: str) -> list[SessionRecord]:
         with self._lock:
             return [r for r in self.records_under(root) if self.remove(r.path)]
 
     def _unlink(self, record: SessionRecord) -> None:
         self._unlink_id(record)
+        self._unlink_workspaces(record)
+
+    def _unlink_workspaces(self, record: SessionRecord) -> None:
+        # Every key, not only those it answers now: a confined folder's rule may have changed
+        # since the record was linked.
         for key in record.workspaces:
             members = self._by_workspace.get(key)
             if members is not None:
-                members.remove(record)  # records compare by identity
+                try:
+                    members.remove(record)  # records compare by identity
+                except ValueError:
+                    continue  # not linked there: its folder's rule kept it out
                 if not members:
                     del self._by_workspace[key]
             if self._best.get(key) is record:
@@ -128,12 +183,18 @@ class SessionIndex:
         with self._lock:
             if key_missing := workspace not in self._best:
                 members = self._by_workspace.get(workspace)
-                best = max(members, key=lambda r: r.resume_key) if members else None
+                best = self._first(members) if members else None
                 self._best[workspace] = best
             best = self._best[workspace]
             if key_missing and best is None:
                 del self._best[workspace]  # don't let misses for unknown folders pile up
             return best
+
+    def _first(self, members: list[SessionRecord]) -> SessionRecord:
+        """The agent's first: by file time, or by `updated_at` once a database is involved."""
+        if self._db_folders and any(r.root in self._db_folders for r in members):
+            return max(members, key=answer_order)
+        return max(members, key=lambda r: r.resume_key)
 
     def get(self, session_id: str) -> SessionRecord | None:
         """The newest file named `<id>.json` whose content has that id (`Session::load`)."""

@@ -7,15 +7,22 @@ a stale tail is never served; it just ages out.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import msgspec
+from sessionctl.regular import read_regular
 
-from sessiond.index.decode import InvalidSession, decode_session, windowed_session
+from sessiond.index.database_records import StoredRecord
+from sessiond.index.decode import (
+    MAX_SESSION_FILE_BYTES,
+    InvalidSession,
+    decode_session,
+    windowed_session,
+)
 from sessiond.index.records import FileVersion, SessionRecord
+from sessiond.store.export import StoredUnavailable, stored_tail
 
 DEFAULT_BUDGET_BYTES = 64 * 1024 * 1024
 _encoder = msgspec.json.Encoder()
@@ -79,11 +86,17 @@ class TailCache:
 
 
 def _cut(record: SessionRecord, window: int) -> Tail:
+    if isinstance(record, StoredRecord):  # a row of the agent's database
+        try:
+            stored = stored_tail(record, window)
+        except StoredUnavailable as exc:
+            raise TailUnavailable(str(exc)) from None
+        return Tail(stored.record, stored.session, stored.dropped)
     try:
-        with open(record.path, "rb") as fh:
-            version = FileVersion.of(os.fstat(fh.fileno()))
-            decoded = decode_session(fh.read())
-    except (OSError, InvalidSession) as exc:
+        st, data = read_regular(record.path, MAX_SESSION_FILE_BYTES)
+        version = FileVersion.of(st)
+        decoded = decode_session(data)
+    except (OSError, InvalidSession, MemoryError) as exc:
         raise TailUnavailable(f"session {record.session_id} could not be read: {exc}") from None
     fresh = SessionRecord.from_decoded(record.path, version, decoded)
     session, dropped = windowed_session(decoded, window)

@@ -9,6 +9,8 @@ import socket
 import stat
 import struct
 
+from sessionctl.socket_path import IMPERSONATION_HINT, folder_problem
+
 
 class SocketError(Exception):
     """The socket cannot be set up; the message says what to fix."""
@@ -21,13 +23,17 @@ def ensure_private_folder(folder: str) -> None:
         st = os.stat(folder)
     except OSError as exc:
         raise SocketError(f"cannot create socket folder {folder}: {exc.strerror}") from None
-    if st.st_uid != os.getuid():
-        raise SocketError(f"socket folder {folder} belongs to uid {st.st_uid}, not to you")
-    if stat.S_IMODE(st.st_mode) & 0o022:
-        raise SocketError(
-            f"socket folder {folder} is writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
-            f"run: chmod 700 {folder}"
+    problem = folder_problem(st, os.getuid())
+    if problem is None:
+        return
+    if st.st_uid != os.getuid():  # only its owner (or root) can fix it, not this user
+        fix = (
+            f"{IMPERSONATION_HINT}: refusing to listen there. Have it removed (its owner or "
+            "root can), or set XDG_RUNTIME_DIR or --socket to a folder of your own"
         )
+    else:
+        fix = f"run: chmod 700 {folder}"
+    raise SocketError(f"socket folder {folder} {problem}; {fix}")
 
 
 def socket_is_live(path: str, timeout: float = 0.5) -> bool:

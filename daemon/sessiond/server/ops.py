@@ -20,10 +20,13 @@ from sessionctl.protocol import DEFAULT_WAIT_TIMEOUT_S, ErrorCode, ProtocolError
 
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
-from sessiond.index.tails import TailCache, TailUnavailable
+from sessiond.index.tails import Tail, TailCache, TailUnavailable
+from sessiond.logs import log_event
+from sessiond.remote.restore import Action
 from sessiond.search.op import search as search_op
 from sessiond.watch.indexer import Indexer
 
+REREAD_ATTEMPTS = 3  # a windowed read that finds the file rewritten under it resolves again
 WORKSPACE_RECHECK_S = 2.0  # how long "this workspace has no sessions folder" is believed
 CANONICAL_TTL_S = 1.0  # how long a workspace's resolved path is reused (a request with sync: 0)
 Fields = dict[str, Any]
@@ -35,6 +38,7 @@ class UploadStatus:
     def status(self) -> Fields:
         return {
             "enabled": False,
+            "state": "off",
             "pending": 0,
             "in_flight": 0,
             "uploaded": 0,
@@ -56,6 +60,7 @@ class Ops:
     discover: bool = True
     agent_files: Any = None  # sessiond.agentfiles.AgentFiles, when the daemon runs one
     search: Any = None  # sessiond.search.service.SearchService, when the daemon runs one
+    remote: Any = None  # sessiond.remote.service.RemoteService, when the sink is on
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.monotonic)
     _workspace_checked: dict[str, float] = field(default_factory=dict)
@@ -71,21 +76,39 @@ class Ops:
 
     async def op_resume(self, args: Fields) -> Fields:
         workspace = self._canonical(args["workspace"], fresh=args["sync"])
-        await self._serve_workspace(workspace, fresh=args["sync"])
+        if not self._workspace_recently_checked(workspace, fresh=args["sync"]):
+            await self._serve_workspace(workspace, fresh=args["sync"])
         if args["sync"]:
             await self._barrier(None)
         record = self.index.resume(workspace)
         if record is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no session for workspace {workspace}")
-        return await self._answer(record, args["window"])
+        if args["window"] is None:  # no coroutine to await: the common case stays as cheap as ping
+            return _header_answer(record)
+
+        def resolve() -> SessionRecord:
+            again = self.index.resume(workspace)
+            if again is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session for workspace {workspace}")
+            return again
+
+        return await self._answer(
+            resolve, lambda fresh: workspace in fresh.workspaces, args["window"]
+        )
 
     async def op_get(self, args: Fields) -> Fields:
         if args["sync"]:
             await self._barrier(None)
-        record = self.index.get(args["id"])
-        if record is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {args['id']}")
-        return await self._answer(record, args["window"])
+
+        def resolve() -> SessionRecord:
+            record = self.index.get(args["id"])
+            if record is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {args['id']}")
+            return record
+
+        return await self._answer(
+            resolve, lambda fresh: fresh.session_id == args["id"], args["window"]
+        )
 
     async def op_list(self, args: Fields) -> Fields:
         workspace = args["workspace"]
@@ -114,6 +137,7 @@ class Ops:
                     "path": path,
                     "sessions": per_root.get(path, 0),
                     "watched": root.watched,
+                    "polled": root.polled,
                     "sources": sorted(str(s) for s in root.sources),
                 }
                 for path, root in sorted(roots.items())
@@ -124,6 +148,7 @@ class Ops:
             "memory": {"rss_bytes": _rss_bytes(), "tail_cache": self.tails.stats()},
             "agent_files": self.agent_files.status() if self.agent_files else None,
             "search": self.search.status() if self.search else None,
+            "databases": self.indexer.store_status(),
         }
 
     async def op_search(self, args: Fields) -> Fields:
@@ -152,10 +177,63 @@ class Ops:
             raise ProtocolError(
                 ErrorCode.TIMEOUT, f"uploads still pending after {args['timeout']}s"
             )
-        return {"uploaded": result.get("uploaded", 0), "failed": result.get("failed", 0)}
+        return {
+            "uploaded": result.get("uploaded", 0),
+            "failed": result.get("failed", 0),
+            "catalog_written": result.get("catalog_written"),
+        }
 
     async def op_rescan(self, args: Fields) -> Fields:
         return await asyncio.wrap_future(self.indexer.rescan())
+
+    # --- beyond one machine (docs/remote.md) ----------------------------------------------
+
+    def _remote(self) -> Any:
+        if self.remote is None:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                "the history sink is off, so there is no bucket to read: set the agent's "
+                "CODETETHER_HISTORY_S3_* variables for the daemon",
+            )
+        return self.remote
+
+    async def op_remote_list(self, args: Fields) -> Fields:
+        return await asyncio.to_thread(self._remote().remote_list, args)
+
+    async def op_restore(self, args: Fields) -> Fields:
+        remote = self._remote()
+        started = time.monotonic()
+        rebuilt = await asyncio.to_thread(remote.rebuild, args)
+        plan = await asyncio.to_thread(remote.plan, rebuilt, args["id"])
+        header: Any = rebuilt.copy.entry.header
+        if not args["dry_run"]:
+            if plan.action == Action.CREATED:
+                await asyncio.to_thread(remote.write, rebuilt, args["id"])
+            folder = os.path.realpath(rebuilt.folder)
+            if not self.indexer.is_root(folder):
+                await asyncio.wrap_future(self.indexer.ensure_root(folder))
+            await self._barrier(None)  # resume finds it as soon as we answer
+            record = self.index.by_path(plan.path)
+            if record is not None:
+                header = record.header_json()
+            log_event(
+                "session_restored",
+                session_id=args["id"],
+                machine=rebuilt.copy.machine,
+                path=plan.path,
+                action=str(plan.action),
+                bytes=len(rebuilt.data),
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
+        return {
+            "session_id": args["id"],
+            "path": plan.path,
+            "header": header,
+            "action": str(plan.action),
+            "dry_run": args["dry_run"],
+            "machine": rebuilt.copy.machine,
+            "workspace": rebuilt.workspace,
+        }
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -183,14 +261,21 @@ class Ops:
         self._canonical_memo[workspace] = (now, resolved)
         return resolved
 
+    def _workspace_recently_checked(self, workspace: str, fresh: bool) -> bool:
+        """Whether _serve_workspace() has nothing to do: tested without awaiting it, since a
+        coroutine per request is a cost `ping` does not have."""
+        if not self.discover:
+            return True
+        checked = self._workspace_checked.get(workspace)
+        return (
+            not fresh and checked is not None and time.monotonic() - checked < WORKSPACE_RECHECK_S
+        )
+
     async def _serve_workspace(self, workspace: str, fresh: bool) -> None:
         """Source 4 of interface §2: the asked workspace's own sessions folder, when it exists."""
-        if not self.discover:
+        if self._workspace_recently_checked(workspace, fresh):
             return
         now = time.monotonic()
-        checked = self._workspace_checked.get(workspace)
-        if not fresh and checked is not None and now - checked < WORKSPACE_RECHECK_S:
-            return
         folder = await asyncio.to_thread(workspace_sessions_dir, workspace, self.env)
         if len(self._workspace_checked) > 10_000:
             self._workspace_checked.clear()
@@ -198,18 +283,31 @@ class Ops:
         if not self.indexer.is_root(os.path.realpath(folder)) and os.path.isdir(folder):
             await asyncio.wrap_future(self.indexer.ensure_root(folder))
 
-    async def _answer(self, record: SessionRecord, window: int | None) -> Fields:
-        if window is None:
-            return {
-                "source": "daemon",
-                "session_id": record.session_id,
-                "path": record.path,
-                "header": record.header_json(),
-            }
-        try:
-            tail = await asyncio.to_thread(self.tails.get, record, window)
-        except TailUnavailable as exc:
-            raise ProtocolError(ErrorCode.NOT_FOUND, str(exc)) from None
+    async def _answer(
+        self,
+        resolve: Callable[[], SessionRecord],
+        answers: Callable[[SessionRecord], bool],
+        window: int | None,
+    ) -> Fields:
+        """The answer for the record `resolve()` gives. A window reads the file, which may
+        have been rewritten since it was indexed, even with another session: what was read
+        must still `answers` the question, or the index reads the file again and the
+        question is resolved anew."""
+        for _ in range(REREAD_ATTEMPTS):
+            record = resolve()
+            if window is None:
+                return _header_answer(record)
+            try:
+                tail = await asyncio.to_thread(self.tails.get, record, window)
+            except TailUnavailable as exc:
+                raise ProtocolError(ErrorCode.NOT_FOUND, str(exc)) from None
+            if tail.record.version == record.version or answers(tail.record):
+                return self._tail_answer(tail)
+            await asyncio.wrap_future(self.indexer.refresh(record.path))
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "the session file kept changing; try again")
+
+    @staticmethod
+    def _tail_answer(tail: Tail) -> Fields:
         return {
             "source": "daemon",
             "session_id": tail.record.session_id,
@@ -219,6 +317,15 @@ class Ops:
             "dropped": tail.dropped,
             "file_bytes": tail.record.size,
         }
+
+
+def _header_answer(record: SessionRecord) -> Fields:
+    return {
+        "source": "daemon",
+        "session_id": record.session_id,
+        "path": record.path,
+        "header": record.header_json(),
+    }
 
 
 def _rss_bytes() -> int:

@@ -9,6 +9,7 @@ error with a logged traceback.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from sessionctl.protocol import (
     peek_req,
 )
 
+from sessiond import memory
 from sessiond.logs import log_event
 from sessiond.server.events import EventHub
 from sessiond.server.limits import Limits, fit_descriptors
@@ -36,6 +38,13 @@ from sessiond.server.listener import peer_uid
 from sessiond.server.ops import Ops
 
 READ_CHUNK = 256 * 1024
+ACCEPT_BATCH = 64  # connections accepted per wake-up, so a burst does not starve the loop
+ACCEPT_PAUSE_S = 0.1  # accept() is retried after this when the process is out of descriptors
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+WRITE_CHUNK = 256 * 1024
+"""A reply larger than this is handed to the transport a chunk at a time, each once the last
+has left: the transport then holds a copy of one chunk, not of the whole reply."""
+TRIM_DELAY_S = 1.0  # after a large reply is gone, freed memory is given back once, this late
 SLOW_REQUEST_S = 0.1
 UNTIMED_OPS = frozenset({"sync", "flush", "rescan"})  # they wait by design: never "slow"
 _encoder = msgspec.json.Encoder()
@@ -60,27 +69,90 @@ class Server:
         self._ops = ops
         self._hub = hub
         self._ready = ready
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accept_paused = False
         self._connections: set[asyncio.Task[None]] = set()
+        self._trim: asyncio.TimerHandle | None = None
 
     async def start(self, sock: socket.socket) -> None:
-        # asyncio would listen() again with a backlog of 100; a burst of clients connecting at
-        # once would then be refused (EAGAIN) instead of queued.
-        self._server = await asyncio.start_unix_server(
-            self._serve, sock=sock, limit=READ_CHUNK, backlog=socket.SOMAXCONN
-        )
+        # sessiond accepts by itself instead of asyncio.start_unix_server: asyncio accepts up
+        # to its backlog (here thousands) in one go before any connection is counted, so a
+        # burst of clients would take every descriptor the indexer needs to read a save.
+        # Here a connection is counted as it is accepted, and one past the cap is answered and
+        # closed at once: connections never hold more than the cap plus one descriptor, and
+        # the rest (FD_RESERVE, server/limits.py) stays for the daemon's own work.
+        self._listener = sock
+        self._loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        self._loop.add_reader(sock.fileno(), self._accept_ready)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None and self._loop is not None:
+            self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+        if self._trim is not None:
+            self._trim.cancel()
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
 
+    def _accept_ready(self) -> None:
+        assert self._listener is not None and self._loop is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_DESCRIPTORS:
+                    self._pause_accepting(exc)
+                    return
+                raise
+            if len(self._connections) >= self._limits.max_connections:
+                self._refuse(conn)
+                continue
+            conn.setblocking(False)
+            task = self._loop.create_task(self._serve_socket(conn))
+            self._connections.add(task)  # counted now, not when the task first runs
+            task.add_done_callback(self._connections.discard)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of descriptors all the same (another part of the daemon holds them): stop
+        accepting for a moment; clients wait in the backlog instead of spinning the loop."""
+        assert self._listener is not None and self._loop is not None
+        if not self._accept_paused:
+            log_event("accept_paused", logging.WARNING, error=exc.strerror or str(exc))
+        self._accept_paused = True
+        self._loop.remove_reader(self._listener.fileno())
+        self._loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self._listener is not None and self._loop is not None:
+            self._accept_paused = False
+            self._loop.add_reader(self._listener.fileno(), self._accept_ready)
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Answer a connection over the cap with the error line, without waiting, and close it."""
+        message = f"too many connections (limit {self._limits.max_connections})"
+        try:
+            conn.setblocking(False)
+            conn.send(encode_line(error_response(ErrorCode.UNAVAILABLE, message)))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    async def _serve_socket(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn, limit=READ_CHUNK)
+        except OSError:
+            conn.close()
+            return
+        await self._serve(reader, writer)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
         try:
             if not self._admit(writer):
                 return
@@ -90,7 +162,6 @@ class Server:
         except Exception:
             log_event("connection_error", logging.ERROR, exc_info=True)
         finally:
-            self._connections.discard(task)
             writer.close()
 
     def _admit(self, writer: asyncio.StreamWriter) -> bool:
@@ -99,10 +170,6 @@ class Server:
         if uid is not None and uid != os.getuid():
             log_event("peer_refused", logging.WARNING, peer_uid=uid)
             writer.write(encode_line(error_response(ErrorCode.BAD_REQUEST, "peer uid refused")))
-            return False
-        if len(self._connections) > self._limits.max_connections:
-            message = f"too many connections (limit {self._limits.max_connections})"
-            writer.write(encode_line(error_response(ErrorCode.UNAVAILABLE, message)))
             return False
         return True
 
@@ -145,11 +212,16 @@ class Server:
                         # reads the ok must get the event of that save.
                         await self._stream_events(reader, writer, self._hub.subscribe(), reply)
                         return
+                    if len(reply) > WRITE_CHUNK:
+                        await self._send_large(writer, reply, deadline)
+                        continue
                     writer.write(reply)
                     # drain() only waits above the high-water mark; below it, it is a wasted
                     # coroutine per reply. A lost connection still shows: the next read ends.
+                    # Requests already read wait meanwhile: a client that does not read its
+                    # replies has at most one queued (docs/protocol.md, "Connections").
                     if transport.get_write_buffer_size() > high_water or transport.is_closing():
-                        await writer.drain()
+                        await self._drain(writer, deadline)
                 if splitter.too_large:
                     message = "request line longer than 1 MiB"
                     writer.write(encode_line(error_response(ErrorCode.TOO_LARGE, message)))
@@ -157,6 +229,47 @@ class Server:
                     return
         finally:
             deadline.close()
+
+    async def _drain(self, writer: asyncio.StreamWriter, deadline: _ReadDeadline) -> None:
+        """Wait until the client has read enough of its replies; one that reads nothing for
+        `idle_timeout_s` is closed (the reply it holds is freed)."""
+        loop = asyncio.get_running_loop()
+        deadline.arm(loop.time() + self._limits.idle_timeout_s)
+        try:
+            await writer.drain()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not deadline.expired or (task is not None and task.uncancel()):
+                raise
+            log_event("connection_timeout", partial_line=False, unread_reply=True)
+            raise ConnectionAbortedError("reply not read in time") from None
+        finally:
+            deadline.disarm()
+
+    async def _send_large(
+        self, writer: asyncio.StreamWriter, reply: bytearray, deadline: _ReadDeadline
+    ) -> None:
+        """Write `reply` a chunk at a time; afterwards, however it ends, give its memory back
+        (glibc keeps the pages of freed large buffers otherwise: docs/protocol.md)."""
+        view = memoryview(reply)
+        try:
+            for start in range(0, len(view), WRITE_CHUNK):
+                writer.write(view[start : start + WRITE_CHUNK])
+                transport = writer.transport
+                if transport.get_write_buffer_size() > 0 or transport.is_closing():
+                    await self._drain(writer, deadline)
+        finally:
+            del view
+            self._trim_soon()
+
+    def _trim_soon(self) -> None:
+        if self._trim is None:
+            loop = asyncio.get_running_loop()
+            self._trim = loop.call_later(TRIM_DELAY_S, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        memory.trim()
 
     async def _handle(self, line: bytes) -> tuple[Request | None, bytearray]:
         """Answer one request line; never raises."""

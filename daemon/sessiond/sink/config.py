@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sessiond.logs import redact
+from sessiond.logs import redact, redact_urls
 
 ENV_PREFIX = "CODETETHER_HISTORY_S3_"
 REQUIRED_ENV = ("ENDPOINT", "BUCKET", "ACCESS_KEY", "SECRET_KEY")
@@ -41,6 +41,8 @@ class SinkConfig:
     multipart_chunksize: int = 16 * 1024 * 1024
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
+    delta_uploads: bool = True  # off: every upload whole (a store that refuses part copies)
+    catalog_interval_s: float = 1.0  # the machine's catalog is rewritten at most this often
 
     def __post_init__(self) -> None:
         _check(self)
@@ -57,14 +59,9 @@ class SinkConfig:
 
     @property
     def endpoint_display(self) -> str:
-        """The endpoint without any user:password part, safe for logs and status."""
-        parts = urllib.parse.urlsplit(self.endpoint)
-        if parts.username is None and parts.password is None:
-            return self.endpoint
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=host))
+        """The endpoint without its user:password part and its query, safe for logs and
+        status (`logs.redact_urls`, which never fails, whatever the URL holds)."""
+        return redact_urls(self.endpoint)
 
     def object_key(self, session_id: str) -> str:
         """The agent's `object_key`: `<prefix><id>/history.jsonl`."""
@@ -123,6 +120,8 @@ _SETTING_TYPES: dict[str, type] = {
     "stop_deadline_s": float,
     "connect_timeout_s": float,
     "read_timeout_s": float,
+    "delta_uploads": bool,
+    "catalog_interval_s": float,
 }
 
 
@@ -134,6 +133,11 @@ def _settings(table: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         want = _SETTING_TYPES[key]
+        if want is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"[s3] {key} must be true or false")
+            out[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError(f"[s3] {key} must be a {want.__name__}")
         if want is float and isinstance(value, int):
@@ -151,9 +155,16 @@ def _check(config: SinkConfig) -> None:
             f"{ENV_PREFIX}ENDPOINT must be an http:// or https:// URL with a host, "
             f"not {config.endpoint_display!r}"
         )
+    try:
+        parts.port  # noqa: B018 - urllib checks the port only when it is asked for
+    except ValueError:
+        raise ValueError(
+            f"{ENV_PREFIX}ENDPOINT has no valid port (a number from 0 to 65535): "
+            f"{config.endpoint_display!r}"
+        ) from None
     if config.addressing_style not in _ADDRESSING_STYLES:
         raise ValueError(f"[s3] addressing_style must be one of {', '.join(_ADDRESSING_STYLES)}")
-    for name in ("debounce_s", "backoff_base_s", "stop_deadline_s"):
+    for name in ("debounce_s", "backoff_base_s", "stop_deadline_s", "catalog_interval_s"):
         if getattr(config, name) < 0:
             raise ValueError(f"[s3] {name} must be >= 0")
     for name in ("max_delay_s", "backoff_max_s", "connect_timeout_s", "read_timeout_s"):

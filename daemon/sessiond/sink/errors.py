@@ -38,7 +38,13 @@ SERVER = "server"
 REQUEST = "request"
 UNREADABLE = "unreadable"
 INTERNAL = "internal"
-SETUP_KINDS = frozenset({CREDENTIALS, BUCKET, DENIED, REGION, CLOCK})
+ENDPOINT = "endpoint"
+SETUP_KINDS = frozenset({CREDENTIALS, BUCKET, DENIED, REGION, CLOCK, ENDPOINT})
+
+
+class UnexpectedAnswer(Exception):
+    """The store answered a write with something that does not fit it: the object is checked
+    and uploaded again. The text says what was expected and found (sizes and ETags only)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def classify(exc: BaseException, config: SinkConfig) -> SinkError:
     """Turn an exception from boto3 into a SinkError with a message saying what to fix."""
+    if isinstance(exc, UnexpectedAnswer):
+        return SinkError(INTEGRITY, f"the S3 store answered unexpectedly: {exc}; will retry")
     cause = _root_cause(exc)
     endpoint = config.endpoint_display
     if isinstance(cause, ClientError):
@@ -87,6 +95,12 @@ def classify(exc: BaseException, config: SinkConfig) -> SinkError:
             TIMEOUT,
             f"the S3 endpoint {endpoint} did not answer in time; check that it is up and "
             f"reachable, or raise [s3] connect_timeout_s / read_timeout_s",
+        )
+    if isinstance(cause, ValueError) and "endpoint" in str(cause).lower():
+        return SinkError(
+            ENDPOINT,
+            f"the S3 client refuses the endpoint {endpoint} (a host name may use letters, "
+            f"digits, dots and hyphens only); fix {ENV_PREFIX}ENDPOINT",
         )
     if isinstance(cause, (EndpointConnectionError, BotoConnectionError, ConnectionClosedError)):
         return SinkError(

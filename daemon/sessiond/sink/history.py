@@ -12,9 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
+from sessionctl.agent import MAX_SESSION_FILE_BYTES
+from sessionctl.regular import read_regular
+
+from sessiond.store.export import StoredUnavailable, stored_document, stored_revision
 
 # serde_json writes every message starting with its first field, the role, as a string.
 _COMPACT_START = b'{"role":"'
@@ -49,21 +53,53 @@ class FileStat:
         return cls(ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
-@dataclass(frozen=True)
+@dataclass
 class History:
     body: bytes
-    fingerprint: str
     stat: FileStat
     messages: int
     reencoded: bool
+    document: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes
+    path: str = ""
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.body)
+        return self._fingerprint
+
+    def starts_with(self, size: int, prefix_fingerprint: str) -> bool:
+        """Whether the first `size` bytes have `prefix_fingerprint`: the body extends what was
+        uploaded. One hashing pass gives that answer and the whole body's fingerprint."""
+        if size > len(self.body):
+            return False
+        view = memoryview(self.body)
+        digest = hashlib.md5(view[:size], usedforsecurity=False)
+        prefix = digest.hexdigest()
+        if self._fingerprint is None:
+            digest.update(view[size:])
+            self._fingerprint = digest.hexdigest()
+        return prefix == prefix_fingerprint
 
 
-def fingerprint(body: bytes) -> str:
-    """The ledger's record of an object's content."""
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+def fingerprint(body: bytes | memoryview) -> str:
+    """The ledger's record of an object's content: its MD5, which is also what S3 stores report
+    as the ETag of a single-part object or of one part, so a delta can check the part the store
+    copied (docs/logging.md, "Delta uploads")."""
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+
+def row_version(revision: int) -> FileStat:
+    """No file version identifies a database row: its revision stands in for one."""
+    return FileStat(ino=0, size=revision, mtime_ns=0)
 
 
 def stat_file(path: str) -> FileStat | None:
+    """The version of the session at `path`: its file's, or its database row's revision."""
+    revision = stored_revision(path)
+    if revision is not None:
+        return row_version(revision)
     try:
         return FileStat.of(os.stat(path))
     except OSError:
@@ -74,13 +110,27 @@ def read_history(path: str) -> History:
     """Read the session file at `path` and build its history object.
 
     Raises UnreadableSession when the file does not decode, OSError when it cannot be read.
+    A session of the agent's database is read from its row (docs/storage.md).
     """
-    with open(path, "rb") as fh:
-        stat = FileStat.of(os.fstat(fh.fileno()))
-        data = fh.read()
+    try:
+        stored = stored_document(path)
+    except StoredUnavailable as exc:
+        raise UnreadableSession(str(exc)) from None
+    if stored is not None:
+        body, revision, count, document = stored
+        return History(
+            body=body,
+            stat=row_version(revision),
+            messages=count,
+            reencoded=False,
+            document=document,
+            path=path,
+        )
+    st, data = read_regular(path, MAX_SESSION_FILE_BYTES)  # never a FIFO, a device, a huge file
+    stat = FileStat.of(st)
     body, reencoded, count = history_body(data)
     return History(
-        body=body, fingerprint=fingerprint(body), stat=stat, messages=count, reencoded=reencoded
+        body=body, stat=stat, messages=count, reencoded=reencoded, document=data, path=path
     )
 
 

@@ -5,6 +5,12 @@ differ, so a crash, a restart or an outage loses nothing and an unchanged sessio
 again (interface §6). Losing an entry only costs one extra upload, never a missed one, so the
 file is written atomically but lazily, and a corrupt or foreign file is rebuilt, never trusted
 (interface §8).
+
+Each entry also says what the store should hold: the object's size, the ETag the store gave it
+and the MD5 of its bytes (`fp`), so a later history that starts with exactly those bytes can be
+sent as a delta, and a check at start can tell an object another writer replaced. The ids of
+multipart uploads sessiond has open are written before their first part is sent, so an upload
+cut short by a crash or an outage is aborted later, never left behind.
 """
 
 from __future__ import annotations
@@ -25,12 +31,17 @@ _VERSION = 1
 
 
 class LedgerEntry(msgspec.Struct, frozen=True):
-    fp: str  # fingerprint of the uploaded body
+    fp: str  # MD5 of the uploaded body (history.fingerprint)
     bytes: int
     ino: int  # the session file this body was read from, to skip re-reading it on start
     size: int
     mtime_ns: int
     at: float  # wall-clock time of the upload
+    # Fields added with delta uploads; an entry written before them has the defaults and is
+    # uploaded whole next time.
+    etag: str = ""  # the object's ETag as the store reported it ("" unknown)
+    messages: int = -1  # messages in the uploaded body
+    md5_etags: bool = False  # the store's part ETags are the MD5 of their bytes (seen so)
 
 
 class _LedgerFile(msgspec.Struct):
@@ -38,6 +49,7 @@ class _LedgerFile(msgspec.Struct):
     version: int
     target: str
     entries: dict[str, LedgerEntry]
+    open_uploads: dict[str, str] = {}  # multipart upload id -> object key
 
 
 _DECODER = msgspec.json.Decoder(_LedgerFile)
@@ -51,10 +63,11 @@ class Ledger:
     destination says nothing about this one, so it is treated as foreign.
     """
 
-    def __init__(self, state_dir: str, target: str) -> None:
-        self.path = os.path.join(state_dir, LEDGER_NAME)
+    def __init__(self, state_dir: str, target: str, name: str = LEDGER_NAME) -> None:
+        self.path = os.path.join(state_dir, name)
         self._target = target
         self._entries: dict[str, LedgerEntry] = {}
+        self._open: dict[str, str] = {}
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._dirty = False
@@ -82,6 +95,7 @@ class Ledger:
         else:
             with self._lock:
                 self._entries = dict(doc.entries)
+                self._open = dict(doc.open_uploads)
 
     def _rebuild(self, reason: str) -> None:
         log_event("ledger_rebuilt", logging.WARNING, path=self.path, reason=reason)
@@ -101,11 +115,44 @@ class Ledger:
                 self._entries[session_id] = entry
                 self._dirty = True
 
+    def forget_if(self, session_id: str, entry: LedgerEntry) -> bool:
+        """Forget the entry if it is still `entry` (no upload replaced it meanwhile)."""
+        with self._lock:
+            if self._entries.get(session_id) != entry:
+                return False
+            del self._entries[session_id]
+            self._dirty = True
+            return True
+
     def forget(self, session_ids: Iterable[str]) -> None:
         with self._lock:
             for session_id in session_ids:
                 if self._entries.pop(session_id, None) is not None:
                     self._dirty = True
+
+    def items(self) -> list[tuple[str, LedgerEntry]]:
+        with self._lock:
+            return list(self._entries.items())
+
+    # --- open multipart uploads -----------------------------------------------------------
+
+    def open_upload(self, upload_id: str, key: str) -> None:
+        """Record an upload before any part is sent, on disk at once. Raises OSError."""
+        with self._lock:
+            self._open[upload_id] = key
+            self._dirty = True
+        self.persist()
+
+    def close_upload(self, upload_id: str) -> None:
+        """The upload was completed or aborted."""
+        with self._lock:
+            if self._open.pop(upload_id, None) is not None:
+                self._dirty = True
+
+    def open_uploads(self, key: str | None = None) -> list[tuple[str, str]]:
+        """`(upload_id, key)` of the uploads still open, all or those of one key."""
+        with self._lock:
+            return [(u, k) for u, k in self._open.items() if key is None or k == key]
 
     def __len__(self) -> int:
         with self._lock:
@@ -123,7 +170,9 @@ class Ledger:
             with self._lock:
                 if not self._dirty or self._closed:
                     return False
-                doc = _LedgerFile(_FORMAT, _VERSION, self._target, dict(self._entries))
+                doc = _LedgerFile(
+                    _FORMAT, _VERSION, self._target, dict(self._entries), dict(self._open)
+                )
                 self._dirty = False
             try:
                 write_state_file(self.path, _ENCODER.encode(doc))

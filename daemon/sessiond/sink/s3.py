@@ -18,9 +18,10 @@ from typing import Any
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from sessiond.sink.config import ENV_PREFIX, SinkConfig
-from sessiond.sink.errors import Scrubber, classify
+from sessiond.sink.errors import Scrubber, UnexpectedAnswer, classify
 
 CONTENT_TYPE = "application/octet-stream"  # what the agent's minio client sends (format §5.2)
 CHECK_KEY_NAME = ".sessiond-check"
@@ -61,15 +62,50 @@ def make_client(
 @dataclass(frozen=True)
 class PutResult:
     multipart: bool
+    etag: str  # as the store reported it; "" when it did not say
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    size: int
     etag: str
 
 
-def content_md5(body: bytes) -> str:
+def content_md5(body: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
 
 
+def same_etag(a: str, b: str) -> bool:
+    """ETags compare without their quotes (stores differ in quoting them)."""
+    return bool(a) and a.strip('"') == b.strip('"')
+
+
+def is_not_found(exc: BaseException) -> bool:
+    if not isinstance(exc, ClientError):
+        return False
+    code = str((exc.response.get("Error", {}) or {}).get("Code", ""))
+    status = (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode")
+    return code in ("404", "NoSuchKey", "NotFound") or status == 404
+
+
+def head(client: Any, config: SinkConfig, key: str) -> ObjectHead | None:
+    """Size and ETag of the object at `key`; None when there is none. Raises for the rest."""
+    try:
+        response = client.head_object(Bucket=config.bucket, Key=key)
+    except ClientError as exc:
+        # A HEAD has no body: a missing bucket also reads as 404; the upload then says so.
+        if is_not_found(exc):
+            return None
+        raise
+    return ObjectHead(int(response.get("ContentLength", -1)), str(response.get("ETag", "")))
+
+
 def put_history(client: Any, config: SinkConfig, key: str, body: bytes) -> PutResult:
-    """Upload `body` to `key`, as one PUT or, from the threshold on, multipart."""
+    """Upload `body` to `key`, as one PUT or, from the threshold on, multipart.
+
+    A multipart upload's ETag is read back with a HEAD (the transfer manager does not return
+    it), which also checks the size the store holds.
+    """
     if len(body) < config.multipart_threshold:
         response = client.put_object(
             Bucket=config.bucket,
@@ -94,7 +130,10 @@ def put_history(client: Any, config: SinkConfig, key: str, body: bytes) -> PutRe
         ExtraArgs={"ContentType": CONTENT_TYPE, "ChecksumAlgorithm": "CRC32"},
         Config=transfer,
     )
-    return PutResult(multipart=True, etag="")
+    found = head(client, config, key)
+    if found is None or found.size != len(body):
+        raise UnexpectedAnswer(f"after a multipart upload the store holds {found}")
+    return PutResult(multipart=True, etag=found.etag)
 
 
 def check(config: SinkConfig) -> list[str]:

@@ -12,18 +12,23 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessionctl.agent import is_valid_session_id
 
 from sessiond.logs import log_event
 from sessiond.sink import s3
-from sessiond.sink.attempt import Outcome, report, run_attempt, safe_locate
+from sessiond.sink.attempt import Outcome, report, run_attempt
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.errors import INTERNAL, RateLimiter, Scrubber, SinkError
-from sessiond.sink.history import stat_file
+from sessiond.sink.faults import NO_FAULTS, Faults
 from sessiond.sink.ledger import Ledger
 from sessiond.sink.schedule import FAILED, UNCHANGED, UPLOADED, Attempt, Schedule
+from sessiond.sink.source import FileSource, HistorySource
+from sessiond.sink.verify import VERIFY_BATCH, VERIFY_RATE, StoreCheck
+
+if TYPE_CHECKING:
+    from sessiond.remote.parts import RemoteParts
 
 PERSIST_INTERVAL_S = 1.0  # the ledger is written at most this often (losing it costs re-uploads)
 _LOG_INTERVAL_S = 30.0  # at most one failure line per kind per interval...
@@ -38,9 +43,22 @@ class HistorySink:
         locate: Callable[[str], str | None],
         state_dir: str,
         emit: Callable[[str, dict[str, Any]], None] = lambda e, f: None,
+        *,
+        source: HistorySource | None = None,
+        faults: Faults = NO_FAULTS,
+        verify_rate: float = VERIFY_RATE,
+        verify_batch: int = VERIFY_BATCH,
+        remote: RemoteParts | None = None,
     ) -> None:
+        """`locate` finds a session's JSON file; `source`, when given, replaces it as the way
+        to a session's history (source.py)."""
         self._config = config
-        self._locate = locate
+        self._source: HistorySource = source if source is not None else FileSource(locate)
+        self._faults = faults
+        self._verify = (verify_rate, verify_batch)
+        self._check: StoreCheck | None = None
+        self._remote = remote  # what rebuilds a session beside its history (docs/remote.md)
+        self._parts_sent = 0
         self._emit = emit
         target = f"{config.endpoint_display}|{config.bucket}|{config.prefix}"
         self._ledger = Ledger(state_dir, target)
@@ -58,6 +76,7 @@ class HistorySink:
         self._reporting = 0  # outcomes recorded but not yet logged and emitted
         self._last_persist = 0.0
         self._uploaded = self._failed = self._unchanged = self._bytes = 0
+        self._delta = self._whole = self._sent = self._fallbacks = 0
         self._last_error: str | None = None
         self._last_error_at: float | None = None
 
@@ -71,13 +90,28 @@ class HistorySink:
             self._started = True
         self._ledger.load()
         self._client = s3.make_client(self._config)
+        known_ids = list(known_ids)
+        if self._remote is not None:
+            self._remote.start(self._client, set(known_ids))
         queued = 0
+        unchanged: list[str] = []
         for session_id in known_ids:
             if self._differs(session_id):
                 with self._cond:
                     self._schedule.change(session_id, time.monotonic(), immediate=True)
                 queued += 1
+            elif is_valid_session_id(session_id):
+                unchanged.append(session_id)
         self._persist()  # replaces a corrupt or foreign ledger at once
+        self._check = StoreCheck(
+            self._client,
+            self._config,
+            self._ledger,
+            self._replaced,
+            lambda: self._stopping,
+            *self._verify,
+        )
+        self._check.start(unchanged)  # do the objects still hold what the ledger says?
         for number in range(self._config.concurrency):
             thread = threading.Thread(
                 target=self._work, name=f"sessiond-sink-{number}", daemon=True
@@ -98,13 +132,21 @@ class HistorySink:
         """Cheap start-up test: a file still as it was at its last upload is not read again."""
         if not is_valid_session_id(session_id):
             return False
-        path = safe_locate(self._locate, session_id)
-        if path is None:
+        if self._source.where(session_id) is None:
             return False
-        entry, stat = self._ledger.get(session_id), stat_file(path)
+        entry, stat = self._ledger.get(session_id), self._source.version(session_id)
         if entry is None or stat is None:
             return True
+        if self._remote is not None and self._remote.needs(session_id, stat):
+            return True
         return (entry.ino, entry.size, entry.mtime_ns) != (stat.ino, stat.size, stat.mtime_ns)
+
+    def _replaced(self, session_id: str) -> None:
+        """The check found the object not as sessiond left it: upload it again, now."""
+        with self._cond:
+            if not self._stopping:
+                self._schedule.change(session_id, time.monotonic(), immediate=True)
+                self._cond.notify()
 
     def stop(self, deadline_s: float | None = None) -> None:
         """Finish what is in flight and try what is pending until the deadline; then persist.
@@ -119,20 +161,27 @@ class HistorySink:
             self._stop_deadline = time.monotonic() + max(0.0, deadline_s)
             self._schedule.kick(time.monotonic(), final=True)
             self._cond.notify_all()
+        if self._check is not None:
+            self._check.wake()
         for thread in self._threads:
             thread.join(max(0.0, self._stop_deadline - time.monotonic()))
         with self._cond:
             self._closed = True
             counts = self._schedule.counts()
             self._cond.notify_all()
-        try:
-            self._ledger.close()
-        except OSError as exc:
-            log_event("ledger_write_failed", logging.ERROR, path=self._ledger.path, error=str(exc))
+        if self._remote is not None:
+            self._remote.catalog.stop(max(0.5, self._stop_deadline - time.monotonic()))
+        for ledger in self._ledgers():
+            try:
+                ledger.close()
+            except OSError as exc:
+                log_event("ledger_write_failed", logging.ERROR, path=ledger.path, error=str(exc))
         log_event(
             "sink_stopped",
             pending_left=counts["pending"] + counts["in_flight"],
             uploaded=self._uploaded,
+            delta_uploads=self._delta,
+            bytes_sent=self._sent,
             failed=self._failed,
         )
 
@@ -152,8 +201,14 @@ class HistorySink:
             log_event("sink_error", logging.ERROR, where="notify", error=type(exc).__name__)
 
     def flush(self, timeout: float) -> dict[str, Any]:
-        """Block until every change notified before the call is uploaded or has failed."""
+        """Block until every change notified before the call is uploaded or has failed.
+
+        The check at start comes first: until an object is known to be what the ledger says,
+        its session is not reported as uploaded (it counts as failed, or pending at a timeout).
+        """
         deadline = time.monotonic() + max(0.0, timeout)
+        check = self._check
+        checked = check is None or check.done.wait(max(0.0, deadline - time.monotonic()))
         with self._cond:
             snapshot = self._schedule.snapshot()
             epoch = self._schedule.kick(time.monotonic())
@@ -166,11 +221,21 @@ class HistorySink:
                     break
                 self._cond.wait(remaining)
         self._persist()  # what flush reports as uploaded survives a kill right after it
+        unverified = 0 if check is None else check.unverified
+        pending = progress.pending + (0 if checked else unverified)
+        failed = progress.failed + (unverified if checked else 0)
+        written: bool | None = None
+        if self._remote is not None:  # the catalog names what was just uploaded
+            written = self._remote.catalog.flush(max(0.0, deadline - time.monotonic()))
+            if not written:
+                failed = max(failed, 1)  # not restorable elsewhere yet: not "all uploaded"
+        catalog = {} if written is None else {"catalog_written": written}
         return {
+            **catalog,
             "uploaded": progress.uploaded,
-            "failed": progress.failed,
-            "pending": progress.pending,
-            "timed_out": progress.pending > 0,
+            "failed": failed,
+            "pending": pending,
+            "timed_out": pending > 0,
         }
 
     def status(self) -> dict[str, Any]:
@@ -183,11 +248,18 @@ class HistorySink:
                 "failed": self._failed,
                 "unchanged": self._unchanged,
                 "bytes_uploaded": self._bytes,
+                "delta_uploads": self._delta,
+                "whole_uploads": self._whole,
+                "bytes_sent": self._sent,
+                "delta_fallbacks": self._fallbacks,
+                "replaced": 0 if self._check is None else self._check.replaced,
+                "unverified": 0 if self._check is None else self._check.unverified,
                 "last_error": self._last_error,
                 "last_error_at": self._last_error_at,
                 "endpoint": self._config.endpoint_display,
                 "bucket": self._config.bucket,
                 "prefix": self._config.prefix,
+                "remote": None if self._remote is None else self._remote.status(),
             }
 
     def check(self) -> list[str]:
@@ -221,7 +293,7 @@ class HistorySink:
                 if session_id is not None and wait <= 0:
                     return self._schedule.begin(session_id)
                 until_persist = self._last_persist + PERSIST_INTERVAL_S - now
-                if self._ledger.dirty and not self._persisting:
+                if any(ledger.dirty for ledger in self._ledgers()) and not self._persisting:
                     if until_persist <= 0:
                         self._persisting = True
                         return _PERSIST
@@ -230,16 +302,21 @@ class HistorySink:
                     wait = min(wait, self._stop_deadline - now)
                 self._cond.wait(None if math.isinf(wait) else max(wait, 0.001))
 
+    def _ledgers(self) -> list[Ledger]:
+        return [self._ledger] + ([self._remote.ledger] if self._remote is not None else [])
+
     def _persist(self) -> None:
         try:
-            self._ledger.persist()
-        except OSError as exc:
-            with self._cond:
-                allowed = self._limiter.allow("ledger")
-            if allowed is not None:
-                log_event(
-                    "ledger_write_failed", logging.ERROR, path=self._ledger.path, error=str(exc)
-                )
+            for ledger in self._ledgers():
+                try:
+                    ledger.persist()
+                except OSError as exc:
+                    with self._cond:
+                        allowed = self._limiter.allow("ledger")
+                    if allowed is not None:
+                        log_event(
+                            "ledger_write_failed", logging.ERROR, path=ledger.path, error=str(exc)
+                        )
         finally:
             with self._cond:
                 self._persisting = False
@@ -254,7 +331,13 @@ class HistorySink:
                 log_event("upload_retrying", session_id=attempt.session_id, attempt=attempt.number)
         try:
             outcome = run_attempt(
-                attempt.session_id, self._locate, self._ledger, self._client, self._config
+                attempt.session_id,
+                self._source,
+                self._ledger,
+                self._client,
+                self._config,
+                self._faults,
+                self._remote,
             )
         except Exception as exc:  # a bug must not kill the worker
             error = SinkError(INTERNAL, f"internal error: {type(exc).__name__}")
@@ -268,11 +351,17 @@ class HistorySink:
         message = self._scrub(error.message) if error is not None else None
         with self._cond:
             now = time.monotonic()
+            self._fallbacks += outcome.fallback is not None
             if error is None:
                 self._schedule.succeed(attempt, outcome.how, now)
                 if outcome.how == UPLOADED:
                     self._uploaded += 1
                     self._bytes += outcome.bytes
+                    self._sent += outcome.sent
+                    if outcome.delta:
+                        self._delta += 1
+                    else:
+                        self._whole += 1
                     self._last_error = None
                     self._limiter.reset()
                 elif outcome.how == UNCHANGED:

@@ -8,13 +8,16 @@ read-ahead is bounded, so a scan of many folders never holds all their stat resu
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sessionctl.agent import is_session_file_name
+from sessionctl.agent import is_session_file_name, is_utf8_name
+
+from sessiond.logs import log_event
 
 WORKERS = 2
 AHEAD = 2 * WORKERS  # folders listed ahead of the one being applied
@@ -36,11 +39,26 @@ def list_folder(folder: str) -> Listing:
     for name in names:
         if is_session_file_name(name):
             path = os.path.join(folder, name)
+            if not is_utf8_name(path):
+                undecodable(path)
+                continue
             try:
                 stats[path] = os.stat(path)
             except OSError as exc:
                 stats[path] = exc
     return Listing(folder, stats)
+
+
+_logged: set[str] = set()
+
+
+def undecodable(path: str) -> None:
+    """Log a session file skipped for its name, once per path (at most a few thousand)."""
+    if path in _logged or len(_logged) > 4096:
+        return
+    _logged.add(path)
+    shown = path.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+    log_event("session_name_undecodable", logging.WARNING, path=shown)
 
 
 def listings(folders: list[str]) -> Iterator[Listing]:

@@ -27,6 +27,7 @@ class Root:
     path: str
     sources: set[Source] = field(default_factory=set)
     watched: bool = False
+    polled: bool = False  # unwatchable (inotify watches used up, or unreadable): polled
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,10 @@ from watchdog.observers.inotify_c import (
 
 from sessiond.logs import log_event
 
-# Reads (open, access, close-without-write) and in-progress writes (modify) are left out, so
-# reading a file, ours or anyone's, never floods the queue. A save arrives as a move, an
-# in-place write as create + close-write, an mtime set by hand (touch) as an attribute change.
+# Reads (open, access, close-without-write) and in-progress writes (modify, except to the
+# agent's database) are left out, so reading a file, ours or anyone's, never floods the queue.
+# A save arrives as a move, an in-place write as create + close-write, an mtime set by hand
+# (touch) as an attribute change.
 # The folder itself deleted or moved away ends its watch.
 WATCH_MASK = Mask(
     In.IN_CREATE
@@ -39,6 +40,7 @@ WATCH_MASK = Mask(
     | In.IN_MOVED_TO
     | In.IN_DELETE
     | In.IN_ATTRIB
+    | In.IN_MODIFY
     | In.IN_DELETE_SELF
     | In.IN_MOVE_SELF
     | In.IN_ONLYDIR
@@ -46,13 +48,18 @@ WATCH_MASK = Mask(
     | In.IN_EXCL_UNLINK
 )
 _GONE = In.IN_MOVED_FROM | In.IN_DELETE
+# In-progress writes count only for the agent's database and its WAL, where a commit by a
+# connection that stays open shows no other event (docs/storage.md).
+_MODIFY_NAMES = (b"sessions.sqlite3", b"sessions.sqlite3-wal")
 _SELF = In.IN_DELETE_SELF | In.IN_MOVE_SELF
 
 
 class FsEvent(NamedTuple):
     # "changed" (created/closed/moved-to), "attrib" (mode, owner or times set: the content may
     # be the same, its readability not), "gone" (deleted/moved-from), "folder_gone" (the
-    # watched folder itself), "overflow" (the kernel dropped events; the folder needs a rescan)
+    # watched folder itself moved away), "folder_deleted" (the watched folder deleted),
+    # "folder_attrib" (the watched folder's mode, owner or times set: it may be readable
+    # again), "overflow" (the kernel dropped events; the folder needs a rescan)
     kind: str
     path: str
 
@@ -74,9 +81,15 @@ class _FolderCallback:
 
     def _translate(self, event: InotifyEvent) -> None:
         mask = event.mask
-        if mask & _SELF:
-            self.on_watch_deleted(event.wd)
+        if mask & In.IN_DELETE_SELF:
+            self._folder_gone("folder_deleted")
+        elif mask & In.IN_MOVE_SELF:
+            self._folder_gone("folder_gone")
+        elif not event.name and mask & In.IN_ATTRIB:
+            self._deliver(FsEvent("folder_attrib", self.folder))  # its mode may have changed
         elif event.name and not mask & In.IN_ISDIR:
+            if mask & In.IN_MODIFY and event.name not in _MODIFY_NAMES:
+                return
             path = os.path.join(self.folder, os.fsdecode(event.name))
             if mask & _GONE:
                 self._deliver(FsEvent("gone", path))
@@ -86,9 +99,12 @@ class _FolderCallback:
                 self._deliver(FsEvent("changed", path))
 
     def on_watch_deleted(self, wd: WatchDescriptor) -> None:
+        self._folder_gone("folder_gone")
+
+    def _folder_gone(self, kind: str) -> None:
         if not self._gone:  # the folder's deletion and then its watch's end: say it once
             self._gone = True
-            self._deliver(FsEvent("folder_gone", self.folder))
+            self._deliver(FsEvent(kind, self.folder))
 
     def on_queue_overflow(self) -> None:
         self._deliver(FsEvent("overflow", self.folder))

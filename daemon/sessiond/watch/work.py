@@ -32,9 +32,11 @@ class Counts:
     removed: int = 0
     unchanged: int = 0
     invalid: int = 0
+    deferred: int = 0  # reads to retry: the daemon was out of descriptors or memory
 
     def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+        """The counts `rescan` answers (docs/protocol.md); deferred reads are logged instead."""
+        return {k: v for k, v in self.__dict__.items() if k != "deferred"}
 
 
 def apply_loaded(
@@ -44,6 +46,11 @@ def apply_loaded(
     announce ("saved" or "removed" and the record), if any."""
     if loaded.outcome in (Outcome.UNCHANGED, Outcome.STILL_INVALID):
         counts.unchanged += 1
+        return None
+    if loaded.outcome is Outcome.RETRY:
+        # Out of descriptors or memory: the file is not gone, its record stays as it is and
+        # the indexer reads it again later.
+        counts.deferred += 1
         return None
     if loaded.record is not None:
         if index.upsert(loaded.record) is None:
