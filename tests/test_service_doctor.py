@@ -100,6 +100,15 @@ def test_an_unreadable_sessions_folder_and_foreign_socket_are_problems(doctor: D
         assert any("is not readable" in p for p in found)
 
 
+def test_search_says_whether_fts5_is_there(doctor: Doctor) -> None:
+    result = doctor.run()
+    assert "ok: search: SQLite FTS5 available" in result.stdout
+    missing = doctor.run(SESSIOND_TEST_FAULTS="no_fts5")
+    assert missing.returncode == 1
+    [problem] = problems(missing)
+    assert "search:" in problem and "FTS5" in problem and "unavailable" in problem
+
+
 def test_a_socket_folder_of_another_user_is_called_a_possible_impersonation(
     doctor: Doctor,
 ) -> None:

@@ -118,6 +118,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     listing.add_argument("--offset", metavar="N", type=_count, default=0)
     listing.add_argument("--sync", action="store_true", help="see every save made before")
 
+    from sessionctl import cli_search  # argparse is loaded by now; the module is small
+
+    cli_search.add_parser(commands, [after], _count)
+
     for name, text in (
         ("status", "what the daemon is doing"),
         ("sync", "wait until the index holds every change made so far"),
@@ -142,6 +146,12 @@ def _add_remote_commands(
     from sessionctl import cli_remote
 
     cli_remote.add_commands(commands, after)
+
+
+def _search_handler(args: argparse.Namespace, client: Client) -> int:
+    from sessionctl import cli_search  # imported only when `search` runs
+
+    return cli_search.cmd_search(args, client)
 
 
 def _remote_handler(name: str) -> Handler:
@@ -325,6 +335,7 @@ HANDLERS: dict[str, Handler] = {
     "flush": lambda args, client: _show(client.flush(timeout=args.timeout), args),
     "rescan": lambda args, client: _show(client.rescan(), args),
     "watch": cmd_watch,
+    "search": _search_handler,
     "remote": _remote_handler("cmd_remote"),
     "restore": _remote_handler("cmd_restore"),
 }

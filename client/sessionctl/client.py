@@ -355,6 +355,24 @@ class Client:
     def rescan(self) -> dict[str, Any]:
         return self.request("rescan")
 
+    def search(
+        self,
+        query: str,
+        workspace: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        sync: bool = False,
+    ) -> dict[str, Any]:
+        """Full-text search (docs/protocol.md `search`): hits best first, `total`."""
+        return self.request(
+            "search",
+            query=query,
+            workspace=workspace,
+            limit=limit,
+            offset=offset,
+            sync=sync or None,
+        )
+
     def remote_list(
         self,
         workspace: str | None = None,

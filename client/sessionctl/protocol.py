@@ -24,6 +24,7 @@ MAX_LINE_BYTES = 1 << 20
 """A request line (without its newline) may be at most this long."""
 
 DEFAULT_LIST_LIMIT = 100
+DEFAULT_SEARCH_LIMIT = 20
 DEFAULT_WAIT_TIMEOUT_S = 10.0
 MAX_WAIT_TIMEOUT_S = 600.0
 
@@ -77,6 +78,12 @@ def _session_id(name: str, value: Any) -> str:
             ErrorCode.BAD_REQUEST,
             f"'{name}' must be 1-128 bytes of letters, digits, '-' or '_'",
         )
+    return value
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"'{name}' must be a non-empty string")
     return value
 
 
@@ -160,6 +167,13 @@ OPS: dict[str, dict[str, FieldSpec]] = {
     "flush": {"timeout": _TIMEOUT},
     "rescan": {},
     "watch": {},
+    "search": {
+        "query": FieldSpec(_text, required=True),  # its syntax is checked by the daemon
+        "workspace": FieldSpec(_absolute_path),
+        "limit": FieldSpec(_count, default=DEFAULT_SEARCH_LIMIT),
+        "offset": FieldSpec(_count, default=0),
+        "sync": _SYNC,
+    },
     "remote_list": {
         "workspace": FieldSpec(_absolute_path),
         "machine": FieldSpec(_machine),

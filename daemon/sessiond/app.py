@@ -22,6 +22,7 @@ from sessiond.config import ConfigError, Settings
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event, set_level
+from sessiond.search.service import SearchService
 from sessiond.server.events import EventHub
 from sessiond.server.listener import SocketError, bind_socket, inherited_socket
 from sessiond.server.ops import Ops
@@ -60,6 +61,8 @@ class Daemon:
         self.indexer.add_listener(self.agent_files.on_index_change)
         self.indexer.add_agent_file_hook(self.agent_files.agent_file_changed)
         self.indexer.add_folder_hook(self.agent_files.notify)
+        self.search = SearchService(settings.state_dir, self.index, env)
+        self.indexer.add_listener(self.search.on_index_change)
         self._stop = asyncio.Event()
         self._owns_socket_file = False
         self._exit_code = 0
@@ -71,6 +74,7 @@ class Daemon:
         uploads = Uploads.from_settings(self.settings, self.env, self.index, hub.publish)
         ops = Ops(self.index, self.indexer, self.env, uploads, discover=self.settings.discover)
         ops.agent_files = self.agent_files
+        ops.search = self.search
         ops.remote = uploads.remote_service(self.settings, self.env)
         self.indexer.add_listener(lambda kind, record: hub.publish(_index_event(kind, record)))
         self.indexer.add_listener(uploads.on_index_change)
@@ -102,6 +106,9 @@ class Daemon:
         # Before ready: a flush sent as soon as the daemon answers covers what start queued.
         await asyncio.to_thread(uploads.start, self.index.all_ids())
         ready.set()
+        self.search.start()  # after ready: its first build reads what the index holds
+        if self.search.unavailable:
+            log_event("search_unavailable", logging.WARNING, reason=self.search.unavailable)
         counts = self.index.counts()
         if not self._stop.is_set():
             systemd.notify(f"READY=1\nSTATUS={status()}")
@@ -124,6 +131,7 @@ class Daemon:
                 server.close,
                 lambda: asyncio.to_thread(uploads.stop),  # in flight finished, rest kept
                 lambda: asyncio.to_thread(self.indexer.stop),
+                lambda: asyncio.to_thread(self.search.stop),
                 lambda: asyncio.to_thread(self.agent_files.stop),  # writes what is pending
             ):
                 try:

@@ -18,6 +18,7 @@ from sessionctl.socket_path import IMPERSONATION_HINT
 from sessiond.agentfiles import doctor_problems
 from sessiond.config import Settings
 from sessiond.logs import redact_urls
+from sessiond.search.store import fts5_missing, index_path
 from sessiond.server.listener import socket_is_live
 from sessiond.store.doctor import database_lines
 
@@ -170,6 +171,24 @@ def check_state_dir(report: Report, folder: str) -> None:
     report.ok(f"state folder {folder}")
 
 
+def check_search(report: Report, state_dir: str, env: Mapping[str, str]) -> None:
+    missing = fts5_missing(env)
+    if missing is not None:
+        report.problem(
+            f"search: {missing}; the `search` op answers `unavailable` until sessiond runs on a "
+            "Python whose sqlite3 module has FTS5 (Debian's and python.org's builds do)"
+        )
+        return
+    path = index_path(state_dir)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        report.ok(f"search: SQLite FTS5 available; the index {path} is built at start")
+        return
+    if _check_private(report, "search index", path, st, 0o600):
+        report.ok(f"search: index {path} ({st.st_size / 1e6:.1f} MB)")
+
+
 def check_sink(report: Report, env: Mapping[str, str], settings: Settings) -> None:
     try:
         from sessiond.sink import HistorySink, SinkConfig
@@ -231,6 +250,7 @@ def doctor(settings: Settings, env: Mapping[str, str]) -> int:
     if not folders:
         report.note("no sessions folder found yet; they are picked up as the agent makes them")
     check_state_dir(report, settings.state_dir)
+    check_search(report, settings.state_dir, env)
     check_sink(report, env, settings)
     for kind, text in report.lines:
         print(f"{kind}: {text}")

@@ -23,6 +23,7 @@ from sessiond.index.store import SessionIndex
 from sessiond.index.tails import Tail, TailCache, TailUnavailable
 from sessiond.logs import log_event
 from sessiond.remote.restore import Action
+from sessiond.search.op import search as search_op
 from sessiond.watch.indexer import Indexer
 
 REREAD_ATTEMPTS = 3  # a windowed read that finds the file rewritten under it resolves again
@@ -58,6 +59,7 @@ class Ops:
     tails: TailCache = field(default_factory=TailCache)
     discover: bool = True
     agent_files: Any = None  # sessiond.agentfiles.AgentFiles, when the daemon runs one
+    search: Any = None  # sessiond.search.service.SearchService, when the daemon runs one
     remote: Any = None  # sessiond.remote.service.RemoteService, when the sink is on
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.monotonic)
@@ -145,8 +147,20 @@ class Ops:
             "overflows": self.indexer.overflows,
             "memory": {"rss_bytes": _rss_bytes(), "tail_cache": self.tails.stats()},
             "agent_files": self.agent_files.status() if self.agent_files else None,
+            "search": self.search.status() if self.search else None,
             "databases": self.indexer.store_status(),
         }
+
+    async def op_search(self, args: Fields) -> Fields:
+        if self.search is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "search is not enabled in this daemon")
+        workspace = args["workspace"]
+        if workspace is not None:
+            workspace = self._canonical(workspace, fresh=args["sync"])
+            await self._serve_workspace(workspace, fresh=args["sync"])
+        if args["sync"]:
+            await self._barrier(None)
+        return await search_op(self.search, args, workspace)
 
     # --- barriers and actions -----------------------------------------------------------------
 
