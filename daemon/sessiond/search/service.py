@@ -154,7 +154,7 @@ class SearchService:
                 return
             except (EOFError, OSError, _WorkerFailed) as exc:
                 self.last_error = str(exc)[:300] or type(exc).__name__
-                # Retried with backoff (a full or read-only state folder may recover); giving up is the error.
+                # Retried with backoff: a full or read-only state folder may recover.
                 log_event("search_worker_failed", logging.WARNING, error=self.last_error)
                 self._requeue_in_flight()
                 restarts = 1 if self._batches > batches_before else restarts + 1  # in a row
