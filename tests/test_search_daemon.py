@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from sessionctl import Client, DaemonError
+from support.agent_sim import new_session
+from support.agent_store import AgentStore
 from support.daemon import DaemonFactory, DaemonProcess, wait_for
 from support.search_corpus import ACCENTED, PHRASE, WORDS, SearchCorpus, build, text_message
 
@@ -396,3 +398,36 @@ def test_a_build_cut_short_resumes_where_it_stopped(
         assert client.search('"migration failed"')["total"] == 120 * 30
         for query in WORDS:
             assert searched(client, query)[0] == corpus.reference(query)
+
+
+def test_database_sessions_are_searchable_and_kept_live(
+    tmp_path_factory: pytest.TempPathFactory, daemons: DaemonFactory
+) -> None:
+    """Sessions of the agent's SQLite store: indexed like files, grown ones by their new
+    messages only, and dropped when the agent deletes them."""
+    base = os.path.realpath(tmp_path_factory.mktemp("store"))
+    workspace = os.path.join(base, "proj")
+    folder = os.path.join(workspace, ".codetether-agent", "sessions")
+    os.makedirs(os.path.join(workspace, ".git"))
+    os.makedirs(folder)
+    store = AgentStore(folder)
+    session = new_session(workspace, title="stored session")
+    session["messages"].append(text_message("user", "the flombrix migration failed"))
+    other = new_session(workspace)
+    other["messages"].append(text_message("user", "nothing to see"))
+    store.save(session)
+    store.save(other)
+    daemon = daemons(sessions_dirs=[folder], discover=False).start()
+    wait_built(daemon)
+    with daemon.client() as client:
+        assert searched(client, "flombrix", sync=True)[0] == {(session["id"], 0)}
+        before = client.status()["search"]["since_start"]
+        session["messages"].append(text_message("assistant", "fixed in the quazzle step"))
+        store.save(session)
+        assert searched(client, "quazzle", sync=True)[0] == {(session["id"], 1)}
+        after = client.status()["search"]["since_start"]
+        assert after["appended"] == before["appended"] + 1
+        assert after["messages"] == before["messages"] + 1
+        store.delete(session["id"])
+        assert searched(client, "flombrix", sync=True)[0] == set()
+        assert searched(client, "nothing", sync=True)[0] == {(other["id"], 0)}

@@ -1,16 +1,21 @@
-"""What of a session is searchable, read from its file (docs/search.md, "What is indexed").
+"""What of a session is searchable, read from its file or its database row (docs/search.md,
+"What is indexed").
 
 `read_session_text(record, start)` is the one step that knows where a session's messages come
-from: a legacy JSON file today; the database generation plugs in here by the record it gets.
+from: a legacy JSON file, or the agent's database for a record of a row (docs/storage.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import sqlite3
 from dataclasses import dataclass, field
 
 import msgspec
+from sessionctl.store import StoreError, database_path, open_readonly, read_session
 
+from sessiond.index.database_records import StoredRecord
 from sessiond.index.decode import MAX_SESSION_FILE_BYTES
 from sessiond.index.records import SessionRecord
 
@@ -38,7 +43,12 @@ class _File(msgspec.Struct):
     messages: list[msgspec.Raw] = []
 
 
+class _Title(msgspec.Struct):
+    title: str | None = None
+
+
 _file_decoder = msgspec.json.Decoder(_File)
+_title_decoder = msgspec.json.Decoder(_Title)
 _message_decoder = msgspec.json.Decoder(_Message)
 
 
@@ -85,7 +95,7 @@ def message_text(raw: msgspec.Raw | bytes) -> tuple[str, str]:
     return message.role if isinstance(message.role, str) else "", text
 
 
-def _digests(messages: list[msgspec.Raw], start: int) -> tuple[bytes, bytes]:
+def _digests(messages: list[msgspec.Raw] | list[bytes], start: int) -> tuple[bytes, bytes]:
     """(digest of messages[:start], digest of all): one pass over the bytes."""
     h = hashlib.blake2b(digest_size=16)
     prefix = b""
@@ -101,6 +111,8 @@ def _digests(messages: list[msgspec.Raw], start: int) -> tuple[bytes, bytes]:
 def read_session_text(record: SessionRecord, start: int) -> SessionText:
     """The title, and the messages from index `start` on, of the session `record` names, with
     the digest of the messages before `start` (the caller compares it with the one it kept)."""
+    if isinstance(record, StoredRecord):
+        return _row_text(record, start)
     try:
         with open(record.path, "rb") as fh:
             data = fh.read(MAX_SESSION_FILE_BYTES + 1)
@@ -112,15 +124,40 @@ def read_session_text(record: SessionRecord, start: int) -> SessionText:
         doc = _file_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise Unreadable(str(exc)[:200]) from None
-    messages = doc.messages
+    return _text_of(doc.title, doc.messages, start, len(data))
+
+
+def _row_text(record: StoredRecord, start: int) -> SessionText:
+    """The same for a session of the agent's database: one short read-only snapshot."""
+    try:
+        conn = open_readonly(database_path(os.path.dirname(record.path)))
+        try:
+            stored = read_session(conn, record.session_id)
+        finally:
+            conn.close()
+    except (sqlite3.Error, StoreError, OSError) as exc:
+        raise Unreadable(str(exc)[:200]) from None
+    if stored is None:
+        raise Gone(record.path)
+    try:
+        title = _title_decoder.decode(stored.row.header).title
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Unreadable(f"header: {exc}"[:200]) from None
+    messages = [message.encode("utf-8", "surrogatepass") for message in stored.messages]
+    return _text_of(title, messages, start, sum(len(m) for m in messages))
+
+
+def _text_of(
+    title: str | None, messages: list[msgspec.Raw] | list[bytes], start: int, bytes_read: int
+) -> SessionText:
     start = min(start, len(messages))
     prefix, whole = _digests(messages, start)
     found = SessionText(
-        title=doc.title,
+        title=title,
         message_count=len(messages),
         prefix_digest=prefix,
         all_messages_digest=whole,
-        bytes_read=len(data),
+        bytes_read=bytes_read,
     )
     for index in range(start, len(messages)):
         role, text = message_text(messages[index])
