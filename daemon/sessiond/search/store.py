@@ -214,21 +214,13 @@ class IndexWriter:
         if state is not None and reindex:  # indexed whole again: under a new, greater doc id
             self.drop(path)
             state = None
+        # The same columns in the same order for a new row and for an update.
+        columns = (session_id, title, directory, updated_at, updated_ns, version, messages, digest)
         if state is None:
             cursor = self.conn.execute(
                 "INSERT INTO docs(path, session_id, title, directory, updated_at, updated_ns,"
                 " version, messages, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    path,
-                    session_id,
-                    title,
-                    directory,
-                    updated_at,
-                    updated_ns,
-                    version,
-                    messages,
-                    digest,
-                ),
+                (path, *columns),
             )
             doc = cursor.lastrowid
             assert doc is not None
@@ -237,17 +229,7 @@ class IndexWriter:
             self.conn.execute(
                 "UPDATE docs SET session_id = ?, title = ?, directory = ?, updated_at = ?,"
                 " updated_ns = ?, version = ?, messages = ?, digest = ? WHERE id = ?",
-                (
-                    session_id,
-                    title,
-                    directory,
-                    updated_at,
-                    updated_ns,
-                    version,
-                    messages,
-                    digest,
-                    doc,
-                ),
+                (*columns, doc),
             )
             self.conn.execute("DELETE FROM doc_workspaces WHERE doc = ?", (doc,))
             # The session grew: its messages stay, its title row is written anew.
