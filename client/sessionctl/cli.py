@@ -148,7 +148,7 @@ def _add_remote_commands(
     cli_remote.add_commands(commands, after)
 
 
-def _search_handler(args: argparse.Namespace, client: Client) -> int:
+def _search_handler(args: Args, client: Client) -> int:
     from sessionctl import cli_search  # imported only when `search` runs
 
     return cli_search.cmd_search(args, client)

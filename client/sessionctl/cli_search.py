@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from sessionctl.client import Client, DaemonUnreachable
@@ -63,7 +64,7 @@ def hit_lines(response: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def cmd_search(args: argparse.Namespace, client: Client) -> int:
+def cmd_search(args: argparse.Namespace | SimpleNamespace, client: Client) -> int:
     workspace = None if args.all else os.path.abspath(args.workspace or os.getcwd())
     try:
         response = client.search(

@@ -20,7 +20,7 @@ from sessionctl.socket_path import default_socket_path, folder_problem
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs 2 ms to import: annotations only
-    from collections.abc import Iterator
+    from collections.abc import Generator
     from typing import Any
 
 RECV_BYTES = 64 * 1024
@@ -403,7 +403,7 @@ class Client:
         daemon_wait = min(daemon_wait, protocol.MAX_WAIT_TIMEOUT_S)
         return max(self.timeout, daemon_wait + WAIT_MARGIN_S)
 
-    def watch(self) -> Iterator[dict[str, Any]]:
+    def watch(self) -> Generator[dict[str, Any], None, None]:
         """Subscribe now (on a connection of its own) and return the events as the daemon
         streams them: everything that happens after this returns is in the stream. Closing
         the iterator closes the connection; it raises DaemonUnreachable when the stream ends."""
@@ -418,7 +418,7 @@ class Client:
         return self._events(conn)
 
     @staticmethod
-    def _events(conn: _Connection) -> Iterator[dict[str, Any]]:
+    def _events(conn: _Connection) -> Generator[dict[str, Any], None, None]:
         try:
             while True:
                 event = conn.read_message(None)  # events come when they come

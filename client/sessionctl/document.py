@@ -59,12 +59,15 @@ def keyed_object(pairs: list[tuple[str, Any]]) -> KeyedObject:
     obj = KeyedObject(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        obj.repeated = frozenset(k for k, _ in pairs if k in seen or seen.add(k))
+        repeated: set[str] = set()
+        for key, _ in pairs:
+            (repeated if key in seen else seen).add(key)
+        obj.repeated = frozenset(repeated)
     return obj
 
 
 def _no_duplicate_fields(doc: Any, fields: frozenset[str], where: str) -> None:
-    repeated = getattr(doc, "repeated", frozenset()) & fields
+    repeated: frozenset[str] = getattr(doc, "repeated", frozenset()) & fields
     if repeated:
         raise InvalidSession(f"duplicate field `{min(repeated)}`{where}")
 

@@ -78,7 +78,7 @@ def _session_id(name: str, value: Any) -> str:
             ErrorCode.BAD_REQUEST,
             f"'{name}' must be 1-128 bytes of letters, digits, '-' or '_'",
         )
-    return value
+    return str(value)
 
 
 def _text(name: str, value: Any) -> str:

@@ -56,7 +56,10 @@ COMMON: dict[str, Option] = {
 }
 """Options accepted before and after the command: attribute, default, value conversion."""
 
-_READ = {"--window": ("window", None, count_value), "--sync": ("sync", False, FLAG)}
+_READ: dict[str, Option] = {
+    "--window": ("window", None, count_value),
+    "--sync": ("sync", False, FLAG),
+}
 
 COMMANDS: dict[str, tuple[dict[str, Option], str | None]] = {
     "resume": ({"--workspace": ("workspace", None, str), **_READ}, None),

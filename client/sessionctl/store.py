@@ -334,7 +334,7 @@ def _ordered(value: Any, order: tuple[str, ...]) -> Any:
 
 def legacy_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """`metadata` in the struct order the legacy file (and `export_json`) has."""
-    out = _ordered(meta, _METADATA)
+    out: dict[str, Any] = _ordered(meta, _METADATA)
     provenance = out.get("provenance")
     if isinstance(provenance, dict):
         provenance = _ordered(provenance, _PROVENANCE)

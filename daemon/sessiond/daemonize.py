@@ -160,7 +160,8 @@ def start(
     if child == 0:
         os.close(alive_r)
         log = os.fdopen(log_fd, "a", buffering=1)
-        context = daemon.DaemonContext(
+        # mypy resolves `daemon` to this repository's daemon/ folder, not python-daemon.
+        context = daemon.DaemonContext(  # type: ignore[attr-defined]
             pidfile=LockedPidfile(pidfile),
             umask=0o077,
             working_directory="/",
@@ -214,7 +215,8 @@ def _answers_ping(path: str, alive_r: int, deadline: float) -> bool:
             return False
         reply = b""
         while b"\n" not in reply and time.monotonic() < deadline:
-            readable, _, _ = select.select([sock, alive_r], [], [], deadline - time.monotonic())
+            watched: list[socket.socket | int] = [sock, alive_r]
+            readable, _, _ = select.select(watched, [], [], deadline - time.monotonic())
             if alive_r in readable:
                 return False
             if sock in readable:

@@ -178,13 +178,14 @@ class JournalHandler(logging.Handler):
         super().__init__()
         if sender is None:
             try:
-                from systemd.journal import send as sender
+                from systemd.journal import send
             except ImportError as exc:
                 raise RuntimeError(
                     "--log-format journal needs systemd-python: install sessiond with the "
                     "`systemd` extra (it builds against libsystemd-dev)"
                 ) from exc
-        self._send = sender
+            sender = send
+        self._send: JournalSender = sender
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

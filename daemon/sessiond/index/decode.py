@@ -285,6 +285,7 @@ def windowed_session(decoded: DecodedSession, window: int) -> tuple[dict[str, An
     """The session object `load_tail(window)` yields (format §4), built from raw slices, and
     its `dropped` count. Encoding it with msgspec copies the kept slices verbatim."""
     doc = decoded.doc
+    assert isinstance(doc, _SessionFile), "a window is cut from a file decoded whole"
     messages, dropped_messages = cut_tail(doc.messages, window)
     tool_uses, dropped_tool_uses = cut_tail(doc.tool_uses, window)
     pages: list[Any]

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
+from sessionctl.agent import MAX_SESSION_FILE_BYTES
 from sessionctl.regular import FileTooLarge, NotRegularFile, is_transient, read_regular
 from sessionctl.store import is_locator
 
-from sessiond.index.decode import MAX_SESSION_FILE_BYTES, InvalidSession, decode_session
+from sessiond.index.decode import InvalidSession, decode_session
 from sessiond.index.records import FileVersion, SessionRecord, split_session_path
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import msgspec
 from sessionctl.agent import (
@@ -115,9 +115,7 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
     tool_use_count: int
 
     @classmethod
-    def from_decoded(
-        cls, path: str, version: FileVersion, decoded: DecodedSession
-    ) -> SessionRecord:
+    def from_decoded(cls, path: str, version: FileVersion, decoded: DecodedSession) -> Self:
         doc, meta = decoded.doc, decoded.meta
         folder, stem = split_session_path(path)
         return cls(

@@ -10,6 +10,7 @@ as the rest of a record, and each table would need its own.
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Callable, Iterable
 
@@ -204,7 +205,7 @@ class SessionIndex:
 
     def list(
         self, workspace: str | None, limit: int, offset: int
-    ) -> tuple[list[SessionRecord], int]:
+    ) -> tuple[builtins.list[SessionRecord], int]:
         """Sessions newest `updated_at` first, for one workspace or all; and their total."""
         key = _ALL if workspace is None else workspace
         with self._lock:
@@ -218,7 +219,7 @@ class SessionIndex:
     def _all(self) -> Iterable[SessionRecord]:
         return (r for folder in self._folders.values() for r in folder.values())
 
-    def records(self) -> list[SessionRecord]:
+    def records(self) -> builtins.list[SessionRecord]:
         with self._lock:
             return list(self._all())
 

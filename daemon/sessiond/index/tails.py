@@ -12,11 +12,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import msgspec
+from sessionctl.agent import MAX_SESSION_FILE_BYTES
 from sessionctl.regular import read_regular
 
 from sessiond.index.database_records import StoredRecord
 from sessiond.index.decode import (
-    MAX_SESSION_FILE_BYTES,
     InvalidSession,
     decode_session,
     windowed_session,

@@ -98,7 +98,7 @@ def fetch_object(client: Any, config: SinkConfig, ref: ObjectRef) -> bytes:
     if ref.size == 0:
         return b""
     try:
-        data = client.get_object(Bucket=config.bucket, Key=ref.key)["Body"].read()
+        data: bytes = client.get_object(Bucket=config.bucket, Key=ref.key)["Body"].read()
     except ClientError as exc:
         if s3.is_not_found(exc):
             raise ObjectProblem(f"object {ref.key} is missing from the bucket") from None

@@ -56,7 +56,7 @@ def cut(data: bytes, history: bytes) -> Parts:
     arrays: dict[str, bytes] = {}
     fields: dict[str, msgspec.Raw] = {}
     for key, raw in top.items():
-        if key in ARRAYS and memoryview(raw)[:1] == b"[":
+        if key in ARRAYS and memoryview(raw)[:1].tobytes() == b"[":
             if key != "messages":
                 arrays[key] = _lines(raw, pretty)
         else:

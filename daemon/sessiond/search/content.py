@@ -13,10 +13,10 @@ import sqlite3
 from dataclasses import dataclass, field
 
 import msgspec
+from sessionctl.agent import MAX_SESSION_FILE_BYTES
 from sessionctl.store import StoreError, database_path, open_readonly, read_session
 
 from sessiond.index.database_records import StoredRecord
-from sessiond.index.decode import MAX_SESSION_FILE_BYTES
 from sessiond.index.records import SessionRecord
 
 MESSAGE_HEAD_CHARS = 12 * 1024

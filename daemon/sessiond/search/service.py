@@ -218,7 +218,7 @@ class SearchService:
         while not self._pipe.poll(1.0):
             if not self._worker.is_alive():
                 raise _WorkerFailed(f"the indexing worker exited ({self._worker.exitcode})")
-        reply = self._pipe.recv()
+        reply: tuple[str, BatchResult] = self._pipe.recv()
         return reply[1]
 
     def _close_worker(self) -> None:

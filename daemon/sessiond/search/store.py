@@ -177,7 +177,7 @@ class IndexWriter:
         return None if row is None else DocState(*row)
 
     def count(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM docs").fetchone()[0]
+        return int(self.conn.execute("SELECT count(*) FROM docs").fetchone()[0])
 
     def drop(self, path: str) -> bool:
         state = self.state(path)

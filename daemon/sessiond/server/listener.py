@@ -100,4 +100,4 @@ def peer_uid(sock: socket.socket) -> int | None:
             return None
         raise
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    return int(uid)

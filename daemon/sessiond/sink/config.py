@@ -78,7 +78,7 @@ class SinkConfig:
         values = {name: env.get(ENV_PREFIX + name) for name in REQUIRED_ENV}
         if any(value is None or not value.strip() for value in values.values()):
             return None
-        fields = {
+        fields: dict[str, Any] = {
             "endpoint": normalize_endpoint(str(values["ENDPOINT"])),
             "bucket": str(values["BUCKET"]),
             "access_key": str(values["ACCESS_KEY"]),

@@ -207,8 +207,9 @@ def abort(client: Any, config: SinkConfig, ledger: Ledger, upload_id: str, key: 
     return True
 
 
-def abort_left_open(client: Any, config: SinkConfig, ledger: Ledger, key: str) -> int:
-    """Abort the uploads of `key` the ledger still has open; how many are left."""
+def abort_left_open(client: Any, config: SinkConfig, ledger: Ledger, key: str | None) -> int:
+    """Abort the uploads of `key` (None: of every key) the ledger still has open; how many
+    are left."""
     return len(abort_uploads(client, config, ledger, ledger.open_uploads(key)))
 
 

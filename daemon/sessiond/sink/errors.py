@@ -76,7 +76,8 @@ def _root_cause(exc: BaseException) -> BaseException:
     current: BaseException | None = exc
     while current is not None and seen < 8:
         if isinstance(current, (ClientError, BotoCoreError)):
-            return current
+            found: BaseException = current  # botocore is untyped: keep the type known
+            return found
         current = current.__cause__ or current.__context__
         seen += 1
     return exc

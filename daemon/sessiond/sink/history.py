@@ -145,7 +145,7 @@ def history_body(data: bytes) -> tuple[bytes, bool, int]:
     reencoded = False
     for number, raw in enumerate(doc.messages):
         view = memoryview(raw)
-        if view[:1] != b"{":
+        if view[:1].tobytes() != b"{":
             raise UnreadableSession(f"message {number} is not a JSON object")
         if pretty or view[: len(_COMPACT_START)] != _COMPACT_START:
             pieces.append(agent_encode(msgspec.json.decode(view)))

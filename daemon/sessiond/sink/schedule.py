@@ -146,7 +146,7 @@ class Schedule:
 
     def backoff(self, failures: int) -> float:
         """Capped exponential backoff with full jitter."""
-        cap = min(self._backoff_max, self._backoff_base * 2 ** min(failures - 1, 32))
+        cap = min(self._backoff_max, self._backoff_base * 2.0 ** min(failures - 1, 32))
         return self._rng() * cap
 
     def _end(self, attempt: Attempt) -> Entry:

@@ -8,6 +8,7 @@ decode. Callers on other threads get futures.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -264,7 +265,7 @@ class Indexer:
                     break
             if None in batch:
                 return
-            self._guarded(lambda b=batch: self._process(b))
+            self._guarded(functools.partial(self._process, batch))
             self._guarded(self._poll)
             self._guarded(self._rescan_overflowed)
             self._guarded(self._retry_deferred)
@@ -333,7 +334,7 @@ class Indexer:
 
     def _add_initial_folders(self) -> None:
         for folder, source in self._discovery.initial():
-            self._guarded(lambda f=folder, s=source: self._folders.add(f, s))
+            self._guarded(functools.partial(self._folders.add, folder, source))
         if not self._folders.registry:
             return
         cached_roots = self._loader.cached_roots()
@@ -346,7 +347,7 @@ class Indexer:
         # drops the folders of the last run that no pointer names any more.
         cached_roots -= {f for f, _ in self._discovery.initial()}
         for folder in sorted(cached_roots):
-            self._guarded(lambda f=folder: self._folders.add(f, Source.REGISTRY))
+            self._guarded(functools.partial(self._folders.add, folder, Source.REGISTRY))
         self._guarded(lambda: self._folders.watch_registry(read=False))
         self.call(self._folders.read_registry)
 

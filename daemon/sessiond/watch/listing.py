@@ -75,6 +75,6 @@ def listings(folders: list[str]) -> Iterator[Listing]:
                 break
         while pending:
             yield pending.popleft().result()
-            folder = next(upcoming, None)
-            if folder is not None:
-                pending.append(pool.submit(list_folder, folder))
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append(pool.submit(list_folder, following))

@@ -14,16 +14,17 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from watchdog.observers.inotify_c import (
-    InotifyConstants as In,
-)
-from watchdog.observers.inotify_c import (
+    CallbackId,
     InotifyEvent,
     InotifyFD,
     Mask,
     WatchDescriptor,
+)
+from watchdog.observers.inotify_c import (
+    InotifyConstants as In,
 )
 
 from sessiond.logs import log_event
@@ -141,9 +142,11 @@ class FolderWatcher:
                 raise OSError("the watcher is not running")
             identity = _identity(folder)
             callback = _FolderCallback(folder, self._deliver)
-            wd = self._inotify.add_callback(os.fsencode(folder), WATCH_MASK, callback, folder)
+            wd = self._inotify.add_callback(
+                os.fsencode(folder), WATCH_MASK, callback, _callback_id(folder)
+            )
             if wd < 0:  # watchdog 7.1 returns -1 instead of raising for EACCES
-                self._inotify.remove_callbacks([(wd, folder)])
+                self._inotify.remove_callbacks([(wd, _callback_id(folder))])
                 raise PermissionError(f"cannot watch {folder}: permission denied")
             self._watches[folder] = wd
             self._identities[folder] = identity
@@ -164,7 +167,7 @@ class FolderWatcher:
             self._identities.pop(folder, None)
             if wd is not None and self._inotify is not None:
                 try:
-                    self._inotify.remove_callbacks([(wd, folder)])
+                    self._inotify.remove_callbacks([(wd, _callback_id(folder))])
                 except OSError:
                     pass  # the kernel already dropped the watch with its folder
 
@@ -179,3 +182,9 @@ class FolderWatcher:
         if self._inotify is not None:
             self._inotify.stop()
             self._inotify.join(timeout=5)
+
+
+def _callback_id(folder: str) -> CallbackId:
+    """watchdog only uses a callback's id as a key, so the folder (unique here) serves as one;
+    its type says int."""
+    return cast("CallbackId", folder)
