@@ -23,7 +23,7 @@ from typing import Any
 from sessiond.logs import log_event
 from sessiond.sink import s3
 from sessiond.sink.config import MIN_PART_SIZE, SinkConfig
-from sessiond.sink.ledger import Ledger, LedgerEntry
+from sessiond.sink.ledger import Ledger, LedgerEntry, OpenUpload
 
 MIN_DELTA_BASE = MIN_PART_SIZE  # the copied part is not the last one: it must be >= 5 MiB
 MAX_PART_SIZE = 5 * 1024**3  # S3's largest part, copied or uploaded
@@ -214,15 +214,15 @@ def abort_left_open(client: Any, config: SinkConfig, ledger: Ledger, key: str | 
 
 
 def abort_uploads(
-    client: Any, config: SinkConfig, ledger: Ledger, uploads: list[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """Abort each `(upload_id, key)`; return those that could not be aborted now."""
+    client: Any, config: SinkConfig, ledger: Ledger, uploads: list[OpenUpload]
+) -> list[OpenUpload]:
+    """Abort each upload; return those that could not be aborted now."""
     left = []
-    for upload_id, key in uploads:
-        if abort(client, config, ledger, upload_id, key):
-            log_event("upload_aborted", key=key, upload_id=upload_id)
+    for upload in uploads:
+        if abort(client, config, ledger, upload.upload_id, upload.key):
+            log_event("upload_aborted", key=upload.key, upload_id=upload.upload_id)
         else:
-            left.append((upload_id, key))
+            left.append(upload)
     return left
 
 

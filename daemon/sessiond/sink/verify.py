@@ -25,7 +25,7 @@ from sessiond.logs import log_event
 from sessiond.sink import s3
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.delta import abort_uploads
-from sessiond.sink.ledger import Ledger, LedgerEntry
+from sessiond.sink.ledger import Ledger, LedgerEntry, OpenUpload
 
 VERIFY_RATE = 50.0  # HEADs per second at most
 VERIFY_BATCH = 8  # HEADs at once
@@ -77,7 +77,7 @@ class StoreCheck:
         self._lock = threading.Lock()
         self._unverified: set[str] = set()
         self._pending = 0  # not yet checked in the first pass
-        self._left_open: list[tuple[str, str]] = []
+        self._left_open: list[OpenUpload] = []
         self.replaced = 0
         self.done = threading.Event()
         self._wake = threading.Event()
