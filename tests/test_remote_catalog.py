@@ -32,12 +32,12 @@ def test_many_changes_make_one_write_and_a_restart_starts_from_it(
     client = s3.make_client(config)
     keeper.start(client, [])
     assert keeper.flush(30)
-    writes = keeper.status()["catalog_writes"]
+    writes = keeper.status().writes
     for number in range(200):
         keeper.update(f"s{number}", _entry(number))
-    assert keeper.status()["catalog_writes"] == writes  # 30 s interval: nothing yet
+    assert keeper.status().writes == writes  # 30 s interval: nothing yet
     assert keeper.flush(30)
-    assert keeper.status()["catalog_writes"] == writes + 1
+    assert keeper.status().writes == writes + 1
     stored = decode_catalog(gunzip(s3_server.get(s3_bucket, keeper.key)))
     assert len(stored.sessions) == 200 and stored.machine == "laptop"
     keeper.stop(5)
@@ -63,7 +63,7 @@ def test_two_machines_with_one_name_are_kept_apart(
     second.start(client, [])
     second.update("s2", _entry(2))
     assert second.flush(30)
-    assert second.status()["machine_name_shared_with"] == [first.instance]
+    assert second.status().shared_with == [first.instance]
     shared = sink_log.events("machine_name_shared")
     assert shared and shared[0]["others"] == [first.instance]
     catalogs = read_catalogs(client, config)

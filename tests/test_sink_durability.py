@@ -10,10 +10,10 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sessiond.sink import HistorySink
+from sessiond.sink.reports import FlushResult
 from support.s3server import LogLines, S3Server, Sessions, new_turns, sink_config, wait_for
 
 pytest_plugins = ["support.s3fixtures"]
@@ -28,10 +28,10 @@ def sessions(tmp_path: Path) -> Sessions:
     return Sessions(str(tmp_path))
 
 
-def assert_settled(result: dict[str, Any]) -> None:
+def assert_settled(result: FlushResult) -> None:
     """All changes before the flush are up; `uploaded` counts only those the flush waited for
     (a session already uploaded when it began is not counted)."""
-    assert (result["failed"], result["pending"], result["timed_out"]) == (0, 0, False), result
+    assert (result.failed, result.pending, result.timed_out) == (0, 0, False), result
 
 
 def all_current(server: S3Server, bucket: str, sessions: Sessions, ids: list[str]) -> bool:
@@ -53,10 +53,11 @@ def test_an_outage_loses_nothing(
             sessions.save(session)
             sink.notify(session["id"])
             ids.append(session["id"])
-        wait_for(lambda: sink.status()["failed"] >= 5)  # each tried and failed at least once
+        wait_for(lambda: sink.status().failed >= 5)  # each tried and failed at least once
         status = sink.status()
-        assert status["pending"] + status["in_flight"] == 5 and status["uploaded"] == 0
-        assert "cannot reach the S3 endpoint" in status["last_error"]
+        assert status.pending + status.in_flight == 5 and status.uploaded == 0
+        assert status.last_error is not None
+        assert "cannot reach the S3 endpoint" in status.last_error
 
         server.start()  # same port, bucket made again
         result = sink.flush(60)
@@ -64,7 +65,7 @@ def test_an_outage_loses_nothing(
         # A retry may land between the restart and the flush: the flush counts only the rest.
         assert_settled(result)
         assert all_current(server, "history", sessions, ids)
-        assert (sink.status()["uploaded"], sink.status()["last_error"]) == (5, None)
+        assert (sink.status().uploaded, sink.status().last_error) == (5, None)
     finally:
         sink.stop(5)
 
@@ -79,15 +80,20 @@ def test_a_restart_with_nothing_changed_uploads_nothing(
     first = HistorySink(config, sessions.locate, state)
     first.start(ids)  # no ledger yet: all three differ
     assert_settled(first.flush(30))
-    assert first.status()["uploaded"] == 3
+    assert first.status().uploaded == 3
     first.stop(5)
 
     second = HistorySink(config, sessions.locate, state)
     second.start(ids)
     try:
-        assert second.flush(30) == {"uploaded": 0, "failed": 0, "pending": 0, "timed_out": False}
+        assert second.flush(30).fields() == {
+            "uploaded": 0,
+            "failed": 0,
+            "pending": 0,
+            "timed_out": False,
+        }
         status = second.status()
-        assert (status["uploaded"], status["unchanged"], status["pending"]) == (0, 0, 0)
+        assert (status.uploaded, status.unchanged, status.pending) == (0, 0, 0)
     finally:
         second.stop(5)
 
@@ -107,7 +113,7 @@ for line in sys.stdin:
         print("ok", flush=True)
     elif verb == "flush":
         result = sink.flush(30)
-        print(json.dumps({**result, "total": sink.status()["uploaded"]}), flush=True)
+        print(json.dumps({**result.fields(), "total": sink.status().uploaded}), flush=True)
 """
 
 
@@ -158,7 +164,7 @@ def test_a_killed_sink_leaves_nothing_behind(
     try:
         assert_settled(again.flush(30))
         assert all_current(s3_server, s3_bucket, sessions, ids)
-        assert again.status()["uploaded"] == 3  # the untouched fourth was not sent again
+        assert again.status().uploaded == 3  # the untouched fourth was not sent again
     finally:
         again.stop(5)
 
@@ -172,10 +178,10 @@ def test_stop_tries_what_is_pending_within_its_deadline(
     session = new_turns(2)
     sessions.save(session)
     sink.notify(session["id"])
-    assert sink.status()["pending"] == 1
+    assert sink.status().pending == 1
     sink.stop(10)  # the debounce is 30 s: stop does not wait for it
     assert s3_server.get(s3_bucket, key(session["id"])) == sessions.expected(session["id"])
-    wait_for(lambda: sink.status()["in_flight"] == 0, timeout=1)
+    wait_for(lambda: sink.status().in_flight == 0, timeout=1)
 
 
 def test_stop_with_the_store_down_is_quick_and_leaves_the_rest_for_the_next_start(
@@ -200,7 +206,7 @@ def test_stop_with_the_store_down_is_quick_and_leaves_the_rest_for_the_next_star
     again.start(list(sessions.paths))
     try:
         assert_settled(again.flush(30))
-        assert again.status()["uploaded"] == 1
+        assert again.status().uploaded == 1
         assert all_current(server, "history", sessions, [session["id"]])
     finally:
         again.stop(5)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sessiond.sink import HistorySink, SinkConfig
+from sessiond.sink.reports import FlushResult
 from support.s3server import LogLines, S3Server, Sessions, new_turns, sink_config
 
 pytest_plugins = ["support.s3fixtures"]
@@ -17,12 +18,15 @@ WRONG_SECRET = "wrong-secret-Zq7-must-never-appear"
 
 def run_failing(
     config: SinkConfig, tmp_path: Path, sessions_count: int = 3
-) -> tuple[HistorySink, dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+) -> tuple[HistorySink, FlushResult, list[tuple[str, dict[str, Any]]]]:
     """Save and notify a few sessions against `config`; flush; return sink, result, events."""
     sessions = Sessions(str(tmp_path))
     events: list[tuple[str, dict[str, Any]]] = []
     sink = HistorySink(
-        config, sessions.locate, str(tmp_path / "state"), lambda e, f: events.append((e, f))
+        config,
+        sessions.locate,
+        str(tmp_path / "state"),
+        lambda r: events.append((str(r.event), r.fields())),
     )
     sink.start([])
     for seed in range(sessions_count):
@@ -62,9 +66,10 @@ def test_wrong_credentials_give_one_clear_message(
 
     sink, result, events = run_failing(config, tmp_path)
     try:
-        assert (result["uploaded"], result["failed"], result["pending"]) == (0, 3, 0)
+        assert (result.uploaded, result.failed, result.pending) == (0, 3, 0)
         status = sink.status()
-        assert fix in status["last_error"] and status["uploaded"] == 0
+        assert status.last_error is not None and fix in status.last_error
+        assert status.uploaded == 0
         failures = sink_log.events("upload_failed")
         assert len(failures) == 1  # one line however many sessions fail the same way
         assert failures[0]["kind"] == "credentials" and fix in failures[0]["error"]
@@ -75,7 +80,9 @@ def test_wrong_credentials_give_one_clear_message(
         assert len(problems) == 1 and fix in problems[0]
     finally:
         sink.stop(2)
-    assert_secret_nowhere(WRONG_SECRET, status, result, events, problems, "\n".join(sink_log.lines))
+    assert_secret_nowhere(
+        WRONG_SECRET, status.fields(), result.fields(), events, problems, "\n".join(sink_log.lines)
+    )
     assert_secret_nowhere(WRONG_SECRET, repr(config), str(config))
 
 
@@ -85,16 +92,19 @@ def test_a_missing_bucket_says_create_it(
     config = sink_config(s3_server, "no-such-bucket-here", secret_key=WRONG_SECRET)
     sink, result, events = run_failing(config, tmp_path)
     try:
-        assert (result["failed"], result["pending"]) == (3, 0)
+        assert (result.failed, result.pending) == (3, 0)
         status = sink.status()
-        assert "'no-such-bucket-here' does not exist" in status["last_error"]
-        assert "create it" in status["last_error"]
+        assert status.last_error is not None
+        assert "'no-such-bucket-here' does not exist" in status.last_error
+        assert "create it" in status.last_error
         assert len(sink_log.events("upload_failed")) == 1
         problems = sink.check()
         assert len(problems) == 1 and "does not exist" in problems[0]
     finally:
         sink.stop(2)
-    assert_secret_nowhere(WRONG_SECRET, status, result, events, problems, "\n".join(sink_log.lines))
+    assert_secret_nowhere(
+        WRONG_SECRET, status.fields(), result.fields(), events, problems, "\n".join(sink_log.lines)
+    )
 
 
 def test_an_unreachable_endpoint_is_reported_by_check(tmp_path: Path) -> None:

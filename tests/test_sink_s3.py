@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from sessiond.sink import HistorySink, s3
+from sessiond.sink.reports import FlushResult
 from support.agent_sim import new_session
 from support.s3server import S3Server, Sessions, new_turns, sink_config, wait_for
 
@@ -45,16 +46,19 @@ def sink(
 ) -> Iterator[HistorySink]:
     config = sink_config(s3_server, s3_bucket)
     sink = HistorySink(
-        config, sessions.locate, str(tmp_path / "state"), lambda e, f: events.append((e, f))
+        config,
+        sessions.locate,
+        str(tmp_path / "state"),
+        lambda r: events.append((str(r.event), r.fields())),
     )
     sink.start([])
     yield sink
     sink.stop(5)
 
 
-def assert_settled(result: dict[str, Any]) -> None:
+def assert_settled(result: FlushResult) -> None:
     """All changes before the flush are up (its `uploaded` counts only those it waited for)."""
-    assert (result["failed"], result["pending"], result["timed_out"]) == (0, 0, False), result
+    assert (result.failed, result.pending, result.timed_out) == (0, 0, False), result
 
 
 def key(session_id: str) -> str:
@@ -104,7 +108,7 @@ def test_objects_are_the_agents_bytes(
     head = s3_server.head(s3_bucket, key(empty["id"]))
     assert head["ContentLength"] == 0
     assert head["ContentType"] == "application/octet-stream"
-    assert sink.status()["uploaded"] == 5
+    assert sink.status().uploaded == 5
 
 
 def test_a_burst_of_saves_becomes_few_uploads_of_the_last_state(
@@ -129,16 +133,16 @@ def test_a_burst_of_saves_becomes_few_uploads_of_the_last_state(
 
     def idle() -> bool:
         status = sink.status()
-        return status["pending"] == 0 and status["in_flight"] == 0
+        return status.pending == 0 and status.in_flight == 0
 
     burst(50)  # left to the debounce: the object catches up on its own
     wait_for(lambda: idle() and current())
-    after_first = sink.status()["uploaded"]
+    after_first = sink.status().uploaded
     assert 1 <= after_first <= 3, after_first
     burst(50)  # and with a flush straight after
     assert_settled(sink.flush(30))
     assert current()
-    uploads = sink.status()["uploaded"]
+    uploads = sink.status().uploaded
     assert uploads - after_first <= 3, uploads
     done = sink_log.events("upload_done")
     assert len(done) == uploads and done[-1]["session_id"] == session["id"]
@@ -160,19 +164,19 @@ def test_a_torn_file_is_never_uploaded(
     sink.notify(session["id"])
     result = sink.flush(10)
 
-    assert (result["uploaded"], result["failed"]) == (0, 1)
+    assert (result.uploaded, result.failed) == (0, 1)
     with pytest.raises(ClientError):
         s3_server.get(s3_bucket, key(session["id"]))
-    assert "not a whole session" in sink.status()["last_error"]
+    assert "not a whole session" in str(sink.status().last_error)
     failures = [fields for name, fields in events if name == "upload_failed"]
     assert failures[-1]["retry_in_s"] is None  # no retry: only the next save can help
     assert sink_log.events("upload_failed")[0]["kind"] == "unreadable"
     sessions.save(session)  # the next save is whole: it goes up
     sink.notify(session["id"])
     assert_settled(sink.flush(10))
-    assert sink.status()["uploaded"] == 1
+    assert sink.status().uploaded == 1
     assert s3_server.get(s3_bucket, key(session["id"])) == sessions.expected(session["id"])
-    assert sink.status()["last_error"] is None
+    assert sink.status().last_error is None
 
 
 def test_nothing_is_uploaded_twice_for_the_same_content(
@@ -185,7 +189,7 @@ def test_nothing_is_uploaded_twice_for_the_same_content(
     sessions.save(session)  # same bytes again: the agent would elide it, a copy may not
     sink.notify(session["id"])
     sink.flush(10)
-    assert sink.status()["uploaded"] == 1 and sink.status()["unchanged"] == 1
+    assert sink.status().uploaded == 1 and sink.status().unchanged == 1
     assert [name for name, _ in events] == ["upload_done"]
     assert events[0][1]["session_id"] == session["id"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -9,11 +10,14 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+from sessionctl.protocol import Event
 from sessiond.sink import SinkConfig
-from sessiond.sink.errors import BUCKET, CREDENTIALS, UNREACHABLE, RateLimiter, classify
+from sessiond.sink.errors import FailureKind, Pass, RateLimiter, classify
+from sessiond.sink.faults import NO_FAULTS, Faults, Point
 from sessiond.sink.history import UnreadableSession, history_body, read_history
 from sessiond.sink.ledger import Ledger, LedgerEntry
-from sessiond.sink.schedule import UPLOADED, Schedule
+from sessiond.sink.reports import FlushResult, SinkState, SinkStatus, UploadDone, UploadFailed
+from sessiond.sink.schedule import Counts, Due, Result, Schedule
 from support.agent_sim import AgentSim, add_turn, compact, new_session
 
 SAMPLES = Path(__file__).resolve().parent / "data"
@@ -176,12 +180,12 @@ def test_change_during_attempt_gives_exactly_one_more() -> None:
     s.change("a", 0.1)
     s.change("a", 0.2)
     assert s.next_due(0.3) == (None, float("inf"))  # one in flight at most
-    s.succeed(attempt, UPLOADED, 0.5)
+    s.succeed(attempt, Result.UPLOADED, 0.5)
     sid, _ = s.next_due(0.5)
     second = s.begin("a")
     assert sid == "a" and second.seq == s.seq
-    s.succeed(second, UPLOADED, 1.0)
-    assert s.next_due(1.0)[0] is None and s.counts()["pending"] == 0
+    s.succeed(second, Result.UPLOADED, 1.0)
+    assert s.next_due(1.0) == Due(None, float("inf")) and s.counts().pending == 0
 
 
 def test_backoff_is_capped_exponential_and_flush_kick_retries_now() -> None:
@@ -190,7 +194,7 @@ def test_backoff_is_capped_exponential_and_flush_kick_retries_now() -> None:
     s.change("a", 0.0, immediate=True)
     attempt = s.begin("a")
     assert s.fail(attempt, 1.0, retry=True) == 0.5
-    assert s.counts() == {"pending": 1, "in_flight": 0, "retrying": 1}
+    assert s.counts() == Counts(pending=1, in_flight=0, retrying=1)
     snapshot = s.snapshot()
     epoch = s.kick(1.1)
     assert s.next_due(1.1)[1] <= 0
@@ -198,7 +202,7 @@ def test_backoff_is_capped_exponential_and_flush_kick_retries_now() -> None:
     assert s.progress(snapshot, epoch).pending == 1
     s.fail(retry, 1.2, retry=True)
     assert s.progress(snapshot, epoch).failed == 1  # failed for this flush, still retried later
-    assert s.counts()["retrying"] == 1
+    assert s.counts().retrying == 1
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -216,26 +220,127 @@ def test_errors_say_what_to_fix_and_hold_no_secret() -> None:
     config = SinkConfig.from_env(ENV)
     assert config is not None
     cases = {
-        CREDENTIALS: [
+        FailureKind.CREDENTIALS: [
             client_error("InvalidAccessKeyId", 403),
             client_error("SignatureDoesNotMatch", 403),
         ],
-        BUCKET: [client_error("NoSuchBucket", 404)],
-        UNREACHABLE: [EndpointConnectionError(endpoint_url=config.endpoint)],
+        FailureKind.BUCKET: [client_error("NoSuchBucket", 404)],
+        FailureKind.UNREACHABLE: [EndpointConnectionError(endpoint_url=config.endpoint)],
     }
     for kind, errors in cases.items():
         for exc in errors:
             error = classify(exc, config)
-            assert error.kind == kind and SECRET not in error.message
-    assert "CODETETHER_HISTORY_S3_SECRET_KEY" in classify(cases[CREDENTIALS][1], config).message
-    assert "create it" in classify(cases[BUCKET][0], config).message
+            assert error.kind is kind and SECRET not in error.message
+            assert error.setup == (kind is not FailureKind.UNREACHABLE)
+    credentials = cases[FailureKind.CREDENTIALS][1]
+    assert "CODETETHER_HISTORY_S3_SECRET_KEY" in classify(credentials, config).message
+    assert "create it" in classify(cases[FailureKind.BUCKET][0], config).message
 
 
 def test_rate_limiter_lets_first_through_then_one_per_interval() -> None:
     limiter = RateLimiter(interval_s=30.0, setup_interval_s=600.0)
-    assert limiter.allow("unreachable", 0.0) == 0
-    assert limiter.allow("unreachable", 1.0) is None
-    assert limiter.allow("unreachable", 2.0) is None
-    assert limiter.allow("unreachable", 31.0) == 2
-    assert limiter.allow("credentials", 0.0) == 0
-    assert limiter.allow("credentials", 100.0) is None
+    held = Pass(let_through=False, held_back=0)
+    assert limiter.allow(FailureKind.UNREACHABLE, 0.0) == Pass(let_through=True, held_back=0)
+    assert limiter.allow(FailureKind.UNREACHABLE, 1.0) == held
+    assert limiter.allow(FailureKind.UNREACHABLE, 2.0) == held
+    assert limiter.allow(FailureKind.UNREACHABLE, 31.0) == Pass(let_through=True, held_back=2)
+    assert limiter.allow(FailureKind.CREDENTIALS, 0.0) == Pass(let_through=True, held_back=0)
+    assert limiter.allow(FailureKind.CREDENTIALS, 100.0) == held  # a setup kind: 600 s
+    assert limiter.allow("ledger", 0.0).let_through  # a topic that is not a failure kind
+    assert limiter.allow("ledger", 31.0) == Pass(let_through=True, held_back=0)
+
+
+def test_rate_limiter_reset_makes_the_next_failure_news_and_forgets_the_held() -> None:
+    limiter = RateLimiter(interval_s=30.0, setup_interval_s=600.0)
+    assert limiter.allow(FailureKind.TIMEOUT, 0.0).let_through
+    assert not limiter.allow(FailureKind.TIMEOUT, 1.0).let_through
+    limiter.reset()
+    assert limiter.allow(FailureKind.TIMEOUT, 2.0) == Pass(let_through=True, held_back=0)
+
+
+def test_setup_kinds_are_those_only_a_change_of_setup_fixes() -> None:
+    setup = {kind for kind in FailureKind if kind.setup}
+    assert {str(kind) for kind in setup} == {
+        "credentials",
+        "bucket",
+        "denied",
+        "region",
+        "clock",
+        "endpoint",
+    }
+
+
+# --- reports and faults ---------------------------------------------------------------------
+
+
+def test_upload_reports_give_the_watch_events_fields() -> None:
+    """docs/protocol.md, "watch": the fields of `upload_done` and `upload_failed`, in order."""
+    done = UploadDone("s1", bytes=10, duration_ms=3, attempt=2)
+    assert done.event is Event.UPLOAD_DONE
+    assert json.dumps(done.fields()) == (
+        '{"session_id": "s1", "bytes": 10, "duration_ms": 3, "attempt": 2}'
+    )
+    failed = UploadFailed("s1", FailureKind.UNREACHABLE, "down", attempt=1, retry_in_s=None)
+    assert failed.event is Event.UPLOAD_FAILED
+    assert json.dumps(failed.fields()) == (
+        '{"session_id": "s1", "kind": "unreachable", "error": "down", "attempt": 1, '
+        '"retry_in_s": null}'
+    )
+
+
+def test_flush_result_names_the_catalog_only_when_one_is_kept() -> None:
+    assert FlushResult(1, 0, 0).fields() == {
+        "uploaded": 1,
+        "failed": 0,
+        "pending": 0,
+        "timed_out": False,
+    }
+    late = FlushResult(0, 1, 2, catalog_written=False)
+    assert late.timed_out
+    assert list(late.fields().items()) == [
+        ("catalog_written", False),
+        ("uploaded", 0),
+        ("failed", 1),
+        ("pending", 2),
+        ("timed_out", True),
+    ]
+
+
+def test_sink_status_fields_are_the_wire_members_in_order() -> None:
+    """docs/protocol.md, "status": `uploads` with the sink on; `state` comes last."""
+    counters = dict.fromkeys(
+        ["pending", "in_flight", "retrying", "uploaded", "failed", "unchanged"], 0
+    )
+    counters |= dict.fromkeys(
+        ["bytes_uploaded", "delta_uploads", "whole_uploads", "bytes_sent", "delta_fallbacks"], 0
+    )
+    status = SinkStatus(
+        **counters,
+        replaced=0,
+        unverified=0,
+        last_error=None,
+        last_error_at=None,
+        endpoint="http://e",
+        bucket="b",
+        prefix="p/",
+        remote=None,
+    )
+    fields = status.fields()
+    assert list(fields)[:2] == ["enabled", "pending"] and list(fields)[-2:] == ["remote", "state"]
+    assert (fields["enabled"], fields["state"]) == (True, "running")
+    assert status.state is SinkState.RUNNING
+    dead = dataclasses.replace(status, state=SinkState.DEAD, last_error="why")
+    assert (dead.fields()["state"], dead.fields()["last_error"]) == ("dead", "why")
+
+
+def test_faults_arm_only_the_named_points(tmp_path: Path) -> None:
+    assert Faults.from_env({}, str(tmp_path)) is NO_FAULTS
+    env = {"SESSIOND_TEST_FAULTS": "sink_pause_nowhere, other"}
+    assert Faults.from_env(env, str(tmp_path)) is NO_FAULTS
+    env = {"SESSIOND_TEST_FAULTS": "sink_pause_after_copy"}
+    faults = Faults.from_env(env, str(tmp_path))
+    assert faults is not NO_FAULTS
+    faults.pause(Point.AFTER_HEAD, "s1")  # not armed: returns at once
+    (tmp_path / "sink-pause.release").write_text("")
+    faults.pause(Point.AFTER_COPY, "s1")  # armed: waits for the release file, deletes it
+    assert not (tmp_path / "sink-pause.release").exists()

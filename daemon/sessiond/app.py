@@ -29,7 +29,7 @@ from sessiond.server.listener import SocketError, bind_socket, inherited_socket
 from sessiond.server.ops import Ops
 from sessiond.server.server import Server
 from sessiond.service import Heartbeat, StatusText, install_test_faults
-from sessiond.uploads import Uploads
+from sessiond.sinkwiring import Uploads
 from sessiond.watch.indexer import Indexer
 from sessiond.watch.roots import Discovery
 

@@ -18,6 +18,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -85,6 +86,32 @@ def decode_catalog(data: bytes) -> CatalogFile:
     if doc.format != CATALOG_FORMAT or doc.version != CATALOG_VERSION:
         raise ValueError(f"a catalog of another format ({doc.format} {doc.version})")
     return doc
+
+
+@dataclass(frozen=True)
+class CatalogStatus:
+    """The keeper's part of the status's `uploads.remote` (docs/remote.md)."""
+
+    machine: str
+    instance: str
+    sessions: int
+    writes: int
+    bytes: int  # size of the last catalog written
+    pending: bool  # a change is not in the store yet
+    error: str | None  # why the last write failed, while it does
+    shared_with: list[str]  # other instances that carry this machine's name
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "instance": self.instance,
+            "catalog_sessions": self.sessions,
+            "catalog_writes": self.writes,
+            "catalog_bytes": self.bytes,
+            "catalog_pending": self.pending,
+            "catalog_error": self.error,
+            "machine_name_shared_with": list(self.shared_with),
+        }
 
 
 class CatalogKeeper:
@@ -290,15 +317,15 @@ class CatalogKeeper:
                 others=others,
             )
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> CatalogStatus:
         with self._cond:
-            return {
-                "machine": self.machine,
-                "instance": self.instance,
-                "catalog_sessions": len(self._entries),
-                "catalog_writes": self._writes,
-                "catalog_bytes": self._bytes,
-                "catalog_pending": self._version != self._written,
-                "catalog_error": self._last_error,
-                "machine_name_shared_with": list(self.shared_with),
-            }
+            return CatalogStatus(
+                machine=self.machine,
+                instance=self.instance,
+                sessions=len(self._entries),
+                writes=self._writes,
+                bytes=self._bytes,
+                pending=self._version != self._written,
+                error=self._last_error,
+                shared_with=list(self.shared_with),
+            )

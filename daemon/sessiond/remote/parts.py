@@ -178,7 +178,7 @@ class RemoteParts:
 
     def status(self) -> dict[str, Any]:
         return {
-            **self.catalog.status(),
+            **self.catalog.status().fields(),
             "part_uploads": self._uploads,
             "part_bytes_sent": self._sent,
         }

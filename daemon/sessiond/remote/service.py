@@ -32,7 +32,7 @@ from sessiond.remote.split import SplitError, read_head, splice
 from sessiond.sink import s3
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.errors import Scrubber
-from sessiond.sink.faults import NO_FAULTS, Faults
+from sessiond.sink.faults import NO_FAULTS, Faults, Point
 
 Fields = dict[str, Any]
 _ATTEMPTS = 2  # a catalog rewritten between its read and the objects' gets one more try
@@ -125,7 +125,7 @@ class RemoteService:
         for _ in range(_ATTEMPTS):
             copy = self._pick(args["id"], args.get("machine"))
             workspace = self._workspace(args.get("workspace"), copy)
-            self._faults.pause("restore_after_catalog", args["id"])
+            self._faults.pause(Point.RESTORE_AFTER_CATALOG, args["id"])
             try:
                 data = self._download(args["id"], copy, workspace)
             except ObjectProblem as exc:

@@ -11,27 +11,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from sessionctl.protocol import Event
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessiond.logs import log_event
 from sessiond.sink import s3
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.delta import DeltaRefused, abort_left_open, eligible, upload_delta
-from sessiond.sink.errors import (
-    SERVER,
-    TIMEOUT,
-    UNREACHABLE,
-    UNREADABLE,
-    SinkError,
-    UnexpectedAnswer,
-    classify,
-)
+from sessiond.sink.errors import FailureKind, Pass, SinkError, UnexpectedAnswer, classify
 from sessiond.sink.faults import NO_FAULTS, Faults
 from sessiond.sink.history import History, UnreadableSession
 from sessiond.sink.ledger import Ledger, LedgerEntry
-from sessiond.sink.schedule import FAILED, GONE, UNCHANGED, UPLOADED
+from sessiond.sink.reports import UploadDone, UploadFailed, UploadReport
+from sessiond.sink.schedule import Result
 from sessiond.sink.source import HistorySource, SessionGone
 
 if TYPE_CHECKING:
@@ -39,12 +30,12 @@ if TYPE_CHECKING:
 
 # A delta that fails for these reasons would fail whole too: the attempt fails and is retried
 # (as a delta again, once the object is checked); any other failure falls back to whole.
-_TRANSPORT_KINDS = frozenset({UNREACHABLE, TIMEOUT, SERVER})
+_TRANSPORT_KINDS = frozenset({FailureKind.UNREACHABLE, FailureKind.TIMEOUT, FailureKind.SERVER})
 
 
 @dataclass(frozen=True)
 class Outcome:
-    how: str  # schedule.UPLOADED, UNCHANGED, GONE or FAILED
+    how: Result
     bytes: int = 0  # the object's size
     duration_ms: int = 0
     multipart: bool = False
@@ -54,6 +45,14 @@ class Outcome:
     sent: int = 0  # bytes of history sent over the network
     fallback: str | None = None  # why a delta was not possible, when one was tried
     parts_sent: int = 0  # bytes of the session's other parts sent (docs/remote.md)
+
+
+class _Whole(NamedTuple):
+    """A whole upload's result."""
+
+    etag: str
+    md5_etags: bool  # the ETag is the MD5 of the bytes (a single PUT)
+    multipart: bool
 
 
 def run_attempt(
@@ -72,26 +71,28 @@ def run_attempt(
         ledger.forget([session_id])
         if parts is not None:
             parts.forget(session_id)
-        return Outcome(GONE)
+        return Outcome(Result.GONE)
     try:
         history = source.read(session_id)
     except SessionGone:
-        return Outcome(GONE)  # deleted since; the index says so next
+        return Outcome(Result.GONE)  # deleted since; the index says so next
     except UnreadableSession as exc:
         message = f"{where} is not a whole session ({exc}); waiting for its next save"
-        return Outcome(FAILED, error=SinkError(UNREADABLE, message), retry=False)
+        return Outcome(Result.FAILED, error=SinkError(FailureKind.UNREADABLE, message), retry=False)
     except OSError as exc:
         message = f"cannot read {where}: {exc.strerror or type(exc).__name__}"
-        return Outcome(FAILED, error=SinkError(UNREADABLE, message))
+        return Outcome(Result.FAILED, error=SinkError(FailureKind.UNREADABLE, message))
     prepared: Prepared | None = None
     if parts is not None:
         try:
             prepared = parts.prepare(client, session_id, history)
         except UnreadableSession as exc:
             message = f"{where} is not a whole session ({exc}); waiting for its next save"
-            return Outcome(FAILED, error=SinkError(UNREADABLE, message), retry=False)
+            return Outcome(
+                Result.FAILED, error=SinkError(FailureKind.UNREADABLE, message), retry=False
+            )
         except Exception as exc:
-            return Outcome(FAILED, error=classify(exc, config))
+            return Outcome(Result.FAILED, error=classify(exc, config))
 
     def publish() -> int:
         if parts is None or prepared is None:
@@ -108,7 +109,7 @@ def run_attempt(
     )
     if previous is not None and previous.fp == history.fingerprint:
         ledger.record(session_id, _entry(history, previous.etag, previous.md5_etags))
-        return Outcome(UNCHANGED, parts_sent=publish())  # same body; remember the newer file
+        return Outcome(Result.UNCHANGED, parts_sent=publish())  # same body; remember the newer file
     key = config.object_key(session_id)
     started = time.monotonic()
     fallback: str | None = None
@@ -117,20 +118,27 @@ def run_attempt(
         if extends:
             assert previous is not None
             try:
-                pause = lambda point: faults.pause(point, session_id)  # noqa: E731
-                done = upload_delta(client, config, ledger, key, history.body, previous, pause)
+                done = upload_delta(
+                    client,
+                    config,
+                    ledger,
+                    key,
+                    history.body,
+                    previous,
+                    lambda point: faults.pause(point, session_id),
+                )
             except DeltaRefused as exc:
                 fallback = str(exc)
             except Exception as exc:
                 error = classify(exc, config)
                 if error.kind in _TRANSPORT_KINDS:
-                    return Outcome(FAILED, error=error)
+                    return Outcome(Result.FAILED, error=error)
                 fallback = f"a step of the delta failed: {error.message}"
             else:
                 ledger.record(session_id, _entry(history, done.etag, done.md5_etags))
                 parts_sent = publish()
                 return Outcome(
-                    UPLOADED,
+                    Result.UPLOADED,
                     len(history.body),
                     _since(started),
                     multipart=True,
@@ -139,27 +147,24 @@ def run_attempt(
                     parts_sent=parts_sent,
                 )
             log_event("delta_fallback", session_id=session_id, reason=fallback)
-        etag, md5_etags, multipart = _upload_whole(client, config, key, history)
+        whole = _upload_whole(client, config, key, history)
     except Exception as exc:
-        return Outcome(FAILED, error=classify(exc, config), fallback=fallback)
-    ledger.record(session_id, _entry(history, etag, md5_etags))
+        return Outcome(Result.FAILED, error=classify(exc, config), fallback=fallback)
+    ledger.record(session_id, _entry(history, whole.etag, whole.md5_etags))
     size = len(history.body)
     return Outcome(
-        UPLOADED,
+        Result.UPLOADED,
         size,
         _since(started),
-        multipart=multipart,
+        multipart=whole.multipart,
         sent=size,
         fallback=fallback,
         parts_sent=publish(),
     )
 
 
-def _upload_whole(
-    client: Any, config: SinkConfig, key: str, history: History
-) -> tuple[str, bool, bool]:
-    """`(etag, md5_etags, multipart)` of a whole upload; a PUT answered without an ETag is
-    checked with a HEAD."""
+def _upload_whole(client: Any, config: SinkConfig, key: str, history: History) -> _Whole:
+    """A PUT answered without an ETag is checked with a HEAD."""
     put = s3.put_history(client, config, key, history.body)
     etag = put.etag
     if not etag:
@@ -168,7 +173,7 @@ def _upload_whole(
             raise UnexpectedAnswer(f"a PUT of {len(history.body)} bytes left {found} in the store")
         etag = found.etag
     md5_etags = not put.multipart and s3.same_etag(etag, history.fingerprint)
-    return etag, md5_etags, put.multipart
+    return _Whole(etag, md5_etags, put.multipart)
 
 
 def _entry(history: History, etag: str, md5_etags: bool) -> LedgerEntry:
@@ -196,18 +201,17 @@ def report(
     outcome: Outcome,
     message: str | None,
     retry_in: float | None,
-    held: int | None,
-    emit: Callable[[str, dict[str, Any]], None],
+    logged: Pass,
+    emit: Callable[[UploadReport], None],
 ) -> None:
     """Log and emit `upload_done` / `upload_failed`.
 
-    `message` is the scrubbed error; `held` is None when the rate limit holds this log line
-    back (watch clients still get the event), else how many lines were held before it.
+    `message` is the scrubbed error; a failure's log line is written only when the rate limit
+    lets it through (`logged`; watch clients still get the event).
     """
     error = outcome.error
-    if outcome.how == UPLOADED:
-        fields: dict[str, Any] = {"bytes": outcome.bytes, "duration_ms": outcome.duration_ms}
-        fields["attempt"] = attempt
+    if outcome.how is Result.UPLOADED:
+        done = UploadDone(session_id, outcome.bytes, outcome.duration_ms, attempt)
         log_event(
             "upload_done",
             session_id=session_id,
@@ -216,27 +220,30 @@ def report(
             sent_bytes=outcome.sent,
             parts_sent_bytes=outcome.parts_sent,
             fallback=outcome.fallback,
-            **fields,
+            bytes=done.bytes,
+            duration_ms=done.duration_ms,
+            attempt=done.attempt,
         )
-        _send(emit, Event.UPLOAD_DONE, {"session_id": session_id, **fields})
+        _send(emit, done)
     elif error is not None:
         retry_s = None if retry_in is None else round(retry_in, 3)
-        fields = {"error": message, "attempt": attempt, "retry_in_s": retry_s}
-        if held is not None:
-            level = logging.ERROR if error.setup else logging.WARNING
+        failed = UploadFailed(session_id, error.kind, message, attempt, retry_s)
+        if logged.let_through:
             log_event(
                 "upload_failed",
-                level,
+                logging.ERROR if error.setup else logging.WARNING,
                 session_id=session_id,
-                kind=error.kind,
-                suppressed=held,
-                **fields,
+                kind=error.kind.value,
+                suppressed=logged.held_back,
+                error=failed.error,
+                attempt=failed.attempt,
+                retry_in_s=failed.retry_in_s,
             )
-        _send(emit, Event.UPLOAD_FAILED, {"session_id": session_id, "kind": error.kind, **fields})
+        _send(emit, failed)
 
 
-def _send(emit: Callable[[str, dict[str, Any]], None], event: str, fields: dict[str, Any]) -> None:
+def _send(emit: Callable[[UploadReport], None], upload: UploadReport) -> None:
     try:
-        emit(str(event), fields)
+        emit(upload)
     except Exception as exc:  # a watch client's trouble is not the sink's
         log_event("sink_error", logging.ERROR, where="emit", error=type(exc).__name__)

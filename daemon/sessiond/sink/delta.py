@@ -23,7 +23,8 @@ from typing import Any
 from sessiond.logs import log_event
 from sessiond.sink import s3
 from sessiond.sink.config import MIN_PART_SIZE, SinkConfig
-from sessiond.sink.ledger import Ledger, LedgerEntry
+from sessiond.sink.faults import Point
+from sessiond.sink.ledger import Ledger, LedgerEntry, OpenUpload
 
 MIN_DELTA_BASE = MIN_PART_SIZE  # the copied part is not the last one: it must be >= 5 MiB
 MAX_PART_SIZE = 5 * 1024**3  # S3's largest part, copied or uploaded
@@ -74,7 +75,7 @@ def upload_delta(
     key: str,
     body: bytes,
     base: LedgerEntry,
-    pause: Callable[[str], None] = lambda point: None,
+    pause: Callable[[Point], None] = lambda point: None,
 ) -> DeltaResult:
     """Make the object at `key` equal `body`, whose first `base.bytes` bytes are the object's.
 
@@ -88,7 +89,7 @@ def upload_delta(
             f"the object was replaced: the store holds {found.size} bytes with ETag "
             f"{found.etag}, sessiond uploaded {base.bytes} bytes with ETag {base.etag}"
         )
-    pause("after_head")
+    pause(Point.AFTER_HEAD)
     copies = copy_ranges(base.bytes)
     tails = tail_ranges(base.bytes, len(body), config.multipart_chunksize)
     if len(copies) + len(tails) > MAX_PARTS:
@@ -116,7 +117,7 @@ def _send_parts(
     upload_id: str,
     copies: list[tuple[int, int]],
     tails: list[tuple[int, int]],
-    pause: Callable[[str], None],
+    pause: Callable[[Point], None],
 ) -> DeltaResult:
     common = {"Bucket": config.bucket, "Key": key, "UploadId": upload_id}
     etags: list[str] = []
@@ -134,7 +135,7 @@ def _send_parts(
         raise DeltaRefused(
             f"the store copied other bytes than sessiond uploaded (part ETag {etags[0]})"
         )
-    pause("after_copy")
+    pause(Point.AFTER_COPY)
     view = memoryview(body)
     md5_etags = True
     for first, end in tails:
@@ -214,15 +215,15 @@ def abort_left_open(client: Any, config: SinkConfig, ledger: Ledger, key: str | 
 
 
 def abort_uploads(
-    client: Any, config: SinkConfig, ledger: Ledger, uploads: list[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """Abort each `(upload_id, key)`; return those that could not be aborted now."""
+    client: Any, config: SinkConfig, ledger: Ledger, uploads: list[OpenUpload]
+) -> list[OpenUpload]:
+    """Abort each upload; return those that could not be aborted now."""
     left = []
-    for upload_id, key in uploads:
-        if abort(client, config, ledger, upload_id, key):
-            log_event("upload_aborted", key=key, upload_id=upload_id)
+    for upload in uploads:
+        if abort(client, config, ledger, upload.upload_id, upload.key):
+            log_event("upload_aborted", key=upload.key, upload_id=upload.upload_id)
         else:
-            left.append((upload_id, key))
+            left.append(upload)
     return left
 
 

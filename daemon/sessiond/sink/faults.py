@@ -16,17 +16,26 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from enum import Enum
 
 from sessiond.logs import log_event
 
-POINTS = ("after_head", "after_copy", "restore_after_catalog")
+
+class Point(Enum):
+    """Where a test can pause the daemon; `sink_pause_<value>` in SESSIOND_TEST_FAULTS."""
+
+    AFTER_HEAD = "after_head"  # a delta upload, after its HEAD
+    AFTER_COPY = "after_copy"  # a delta upload, after its copied part
+    RESTORE_AFTER_CATALOG = "restore_after_catalog"  # a restore, once it read the catalogs
+
+
 RELEASE_NAME = "sink-pause.release"
 _PREFIX = "sink_pause_"
 _MAX_PAUSE_S = 120.0
 
 
 class Faults:
-    def __init__(self, points: frozenset[str] = frozenset(), release_path: str = "") -> None:
+    def __init__(self, points: frozenset[Point] = frozenset(), release_path: str = "") -> None:
         self._armed = set(points)
         self._release = release_path
         self._lock = threading.Lock()
@@ -34,20 +43,18 @@ class Faults:
     @classmethod
     def from_env(cls, env: Mapping[str, str], state_dir: str) -> Faults:
         names = {name.strip() for name in env.get("SESSIOND_TEST_FAULTS", "").split(",")}
-        points = frozenset(
-            name[len(_PREFIX) :] for name in names if name.startswith(_PREFIX)
-        ) & frozenset(POINTS)
+        points = frozenset(point for point in Point if _PREFIX + point.value in names)
         if not points:
             return NO_FAULTS
-        log_event("test_faults", logging.WARNING, faults=sorted(_PREFIX + p for p in points))
+        log_event("test_faults", logging.WARNING, faults=sorted(_PREFIX + p.value for p in points))
         return cls(points, os.path.join(state_dir, RELEASE_NAME))
 
-    def pause(self, point: str, session_id: str) -> None:
+    def pause(self, point: Point, session_id: str) -> None:
         with self._lock:
             if point not in self._armed:
                 return
             self._armed.discard(point)
-        log_event("test_fault", logging.WARNING, fault=_PREFIX + point, session_id=session_id)
+        log_event("test_fault", logging.WARNING, fault=_PREFIX + point.value, session_id=session_id)
         deadline = time.monotonic() + _MAX_PAUSE_S
         while not os.path.exists(self._release) and time.monotonic() < deadline:
             time.sleep(0.02)  # test-only: waits on the test's release file

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import msgspec
 from sessionctl.agent import MAX_SESSION_FILE_BYTES
@@ -134,8 +135,14 @@ def read_history(path: str) -> History:
     )
 
 
-def history_body(data: bytes) -> tuple[bytes, bool, int]:
-    """`(body, reencoded, message_count)` for the session document `data`."""
+class HistoryBody(NamedTuple):
+    body: bytes
+    reencoded: bool  # some messages were re-encoded with the agent's rules
+    messages: int
+
+
+def history_body(data: bytes) -> HistoryBody:
+    """The history object's bytes for the session document `data`."""
     try:
         doc = _DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -153,7 +160,7 @@ def history_body(data: bytes) -> tuple[bytes, bool, int]:
         else:
             pieces.append(view)  # the agent's own bytes; b"".join copies them once
         pieces.append(b"\n")
-    return b"".join(pieces), reencoded, len(doc.messages)
+    return HistoryBody(b"".join(pieces), reencoded, len(doc.messages))
 
 
 def agent_encode(value: object) -> bytes:

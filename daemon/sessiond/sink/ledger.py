@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import msgspec
 
@@ -50,6 +51,13 @@ class _LedgerFile(msgspec.Struct):
     target: str
     entries: dict[str, LedgerEntry]
     open_uploads: dict[str, str] = {}  # multipart upload id -> object key
+
+
+class OpenUpload(NamedTuple):
+    """A multipart upload sessiond began and has not completed or aborted yet."""
+
+    upload_id: str
+    key: str
 
 
 _DECODER = msgspec.json.Decoder(_LedgerFile)
@@ -149,10 +157,10 @@ class Ledger:
             if self._open.pop(upload_id, None) is not None:
                 self._dirty = True
 
-    def open_uploads(self, key: str | None = None) -> list[tuple[str, str]]:
-        """`(upload_id, key)` of the uploads still open, all or those of one key."""
+    def open_uploads(self, key: str | None = None) -> list[OpenUpload]:
+        """The uploads still open, all or those of one key."""
         with self._lock:
-            return [(u, k) for u, k in self._open.items() if key is None or k == key]
+            return [OpenUpload(u, k) for u, k in self._open.items() if key is None or k == key]
 
     def __len__(self) -> int:
         with self._lock:

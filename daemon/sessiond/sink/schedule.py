@@ -14,18 +14,24 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
+from typing import NamedTuple
 
-UPLOADED = "uploaded"  # the object now holds the change
-UNCHANGED = "unchanged"  # the object already held it (ledger fingerprint equal)
-GONE = "gone"  # the session no longer exists; nothing to upload
-FAILED = "failed"
+
+class Result(Enum):
+    """How one attempt ended."""
+
+    UPLOADED = "uploaded"  # the object now holds the change
+    UNCHANGED = "unchanged"  # the object already held it (ledger fingerprint equal)
+    GONE = "gone"  # the session no longer exists; nothing to upload
+    FAILED = "failed"
 
 
 @dataclass
 class Entry:
     changed_seq: int = 0  # the newest change notified
     settled_seq: int = 0  # the newest change the object is known to hold (or that is moot)
-    settled_how: str = ""
+    settled_how: Result | None = None
     failed_seq: int = 0  # the newest change covered by a failed attempt...
     failed_epoch: int = -1  # ...and the kick epoch that attempt began in
     first_change: float | None = None  # first change not yet covered by an attempt
@@ -48,11 +54,23 @@ class Attempt:
     number: int  # 1 for a first try, then 2, 3, ... while failures go on
 
 
-@dataclass(frozen=True)
-class FlushProgress:
+class FlushProgress(NamedTuple):
     uploaded: int
     failed: int
     pending: int
+
+
+class Counts(NamedTuple):
+    """Sessions waiting (`pending`, of them `retrying` after a failure) and in flight."""
+
+    pending: int
+    in_flight: int
+    retrying: int
+
+
+class Due(NamedTuple):
+    session_id: str | None  # the session due first; None when none is
+    wait: float  # seconds until then (<= 0: due now)
 
 
 class Schedule:
@@ -94,14 +112,14 @@ class Schedule:
             due = max(due, entry.due)  # a save does not cut a backoff short
         self._set_due(session_id, entry, due)
 
-    def next_due(self, now: float) -> tuple[str | None, float]:
-        """The session due first and the seconds until then (<= 0: due now)."""
+    def next_due(self, now: float) -> Due:
+        """The session due first and the seconds until then."""
         best, best_due = None, math.inf
         for session_id in self._due:
             due = self.entries[session_id].due
             if due is not None and due < best_due:
                 best, best_due = session_id, due
-        return best, best_due - now
+        return Due(best, best_due - now)
 
     def begin(self, session_id: str) -> Attempt:
         entry = self.entries[session_id]
@@ -112,7 +130,7 @@ class Schedule:
         self.in_flight += 1
         return Attempt(session_id, entry.changed_seq, self.epoch, entry.failures + 1)
 
-    def succeed(self, attempt: Attempt, how: str, now: float) -> None:
+    def succeed(self, attempt: Attempt, how: Result, now: float) -> None:
         entry = self._end(attempt)
         entry.settled_seq = max(entry.settled_seq, attempt.seq)
         entry.settled_how = how
@@ -193,7 +211,7 @@ class Schedule:
         for session_id, seq in snapshot.items():
             entry = self.entries[session_id]
             if entry.settled_seq >= seq:
-                uploaded += entry.settled_how in (UPLOADED, UNCHANGED)
+                uploaded += entry.settled_how in (Result.UPLOADED, Result.UNCHANGED)
             elif entry.failed_seq >= seq and entry.failed_epoch >= epoch:
                 failed += 1
             else:
@@ -202,13 +220,13 @@ class Schedule:
 
     # --- status ---------------------------------------------------------------------------
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> Counts:
         pending = retrying = 0
         for entry in self.entries.values():
             if entry.unsettled and not entry.in_flight:
                 pending += 1
                 retrying += entry.retrying
-        return {"pending": pending, "in_flight": self.in_flight, "retrying": retrying}
+        return Counts(pending=pending, in_flight=self.in_flight, retrying=retrying)
 
     def has_due_before(self, deadline: float) -> bool:
         return any((self.entries[s].due or math.inf) <= deadline for s in self._due)

@@ -1,4 +1,5 @@
-"""HistorySink: keeps each session's history object in S3 equal to its file (interface §6).
+"""HistorySink: keeps each session's history object in S3 equal to its file (README, "The
+history sink (S3)").
 
 Threads: `concurrency` workers share one Schedule under one lock; no I/O is done while holding
 it, so `notify` (called from the watcher) never waits on the network. A worker takes the session
@@ -12,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from sessionctl.agent import is_valid_session_id
@@ -20,10 +22,11 @@ from sessiond.logs import log_event
 from sessiond.sink import s3
 from sessiond.sink.attempt import Outcome, report, run_attempt
 from sessiond.sink.config import SinkConfig
-from sessiond.sink.errors import INTERNAL, RateLimiter, Scrubber, SinkError
+from sessiond.sink.errors import FailureKind, Pass, RateLimiter, Scrubber, SinkError
 from sessiond.sink.faults import NO_FAULTS, Faults
 from sessiond.sink.ledger import Ledger
-from sessiond.sink.schedule import FAILED, UNCHANGED, UPLOADED, Attempt, Schedule
+from sessiond.sink.reports import FlushResult, SinkStatus, UploadReport
+from sessiond.sink.schedule import Attempt, Result, Schedule
 from sessiond.sink.source import FileSource, HistorySource
 from sessiond.sink.verify import VERIFY_BATCH, VERIFY_RATE, StoreCheck
 
@@ -33,7 +36,17 @@ if TYPE_CHECKING:
 PERSIST_INTERVAL_S = 1.0  # the ledger is written at most this often (losing it costs re-uploads)
 _LOG_INTERVAL_S = 30.0  # at most one failure line per kind per interval...
 _SETUP_LOG_INTERVAL_S = 600.0  # ...and one per ten minutes for a setup problem (keys, bucket)
-_PERSIST = object()
+
+
+class _Chore(Enum):
+    """Work for a worker that is not an upload attempt."""
+
+    PERSIST = "persist"  # write the ledgers
+
+
+# Rate-limiter topics of log lines that are not an upload failure (errors.RateLimiter).
+_LEDGER_TOPIC = "ledger"
+_RETRY_TOPIC = "retrying"
 
 
 class HistorySink:
@@ -42,7 +55,7 @@ class HistorySink:
         config: SinkConfig,
         locate: Callable[[str], str | None],
         state_dir: str,
-        emit: Callable[[str, dict[str, Any]], None] = lambda e, f: None,
+        emit: Callable[[UploadReport], None] = lambda report: None,
         *,
         source: HistorySource | None = None,
         faults: Faults = NO_FAULTS,
@@ -178,7 +191,7 @@ class HistorySink:
                 log_event("ledger_write_failed", logging.ERROR, path=ledger.path, error=str(exc))
         log_event(
             "sink_stopped",
-            pending_left=counts["pending"] + counts["in_flight"],
+            pending_left=counts.pending + counts.in_flight,
             uploaded=self._uploaded,
             delta_uploads=self._delta,
             bytes_sent=self._sent,
@@ -200,7 +213,7 @@ class HistorySink:
         except Exception as exc:  # never take the watcher down
             log_event("sink_error", logging.ERROR, where="notify", error=type(exc).__name__)
 
-    def flush(self, timeout: float) -> dict[str, Any]:
+    def flush(self, timeout: float) -> FlushResult:
         """Block until every change notified before the call is uploaded or has failed.
 
         The check at start comes first: until an object is known to be what the ledger says,
@@ -229,38 +242,32 @@ class HistorySink:
             written = self._remote.catalog.flush(max(0.0, deadline - time.monotonic()))
             if not written:
                 failed = max(failed, 1)  # not restorable elsewhere yet: not "all uploaded"
-        catalog = {} if written is None else {"catalog_written": written}
-        return {
-            **catalog,
-            "uploaded": progress.uploaded,
-            "failed": failed,
-            "pending": pending,
-            "timed_out": pending > 0,
-        }
+        return FlushResult(progress.uploaded, failed, pending, catalog_written=written)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> SinkStatus:
         with self._cond:
             counts = self._schedule.counts()
-            return {
-                "enabled": True,
-                **counts,
-                "uploaded": self._uploaded,
-                "failed": self._failed,
-                "unchanged": self._unchanged,
-                "bytes_uploaded": self._bytes,
-                "delta_uploads": self._delta,
-                "whole_uploads": self._whole,
-                "bytes_sent": self._sent,
-                "delta_fallbacks": self._fallbacks,
-                "replaced": 0 if self._check is None else self._check.replaced,
-                "unverified": 0 if self._check is None else self._check.unverified,
-                "last_error": self._last_error,
-                "last_error_at": self._last_error_at,
-                "endpoint": self._config.endpoint_display,
-                "bucket": self._config.bucket,
-                "prefix": self._config.prefix,
-                "remote": None if self._remote is None else self._remote.status(),
-            }
+            return SinkStatus(
+                pending=counts.pending,
+                in_flight=counts.in_flight,
+                retrying=counts.retrying,
+                uploaded=self._uploaded,
+                failed=self._failed,
+                unchanged=self._unchanged,
+                bytes_uploaded=self._bytes,
+                delta_uploads=self._delta,
+                whole_uploads=self._whole,
+                bytes_sent=self._sent,
+                delta_fallbacks=self._fallbacks,
+                replaced=0 if self._check is None else self._check.replaced,
+                unverified=0 if self._check is None else self._check.unverified,
+                last_error=self._last_error,
+                last_error_at=self._last_error_at,
+                endpoint=self._config.endpoint_display,
+                bucket=self._config.bucket,
+                prefix=self._config.prefix,
+                remote=None if self._remote is None else self._remote.status(),
+            )
 
     def check(self) -> list[str]:
         return s3.check(self._config)
@@ -272,13 +279,12 @@ class HistorySink:
             job = self._take()
             if job is None:
                 return
-            if job is _PERSIST:
+            if job is _Chore.PERSIST:
                 self._persist()
             else:
-                assert isinstance(job, Attempt)
                 self._run(job)
 
-    def _take(self) -> Attempt | object | None:
+    def _take(self) -> Attempt | _Chore | None:
         with self._cond:
             while True:
                 now = time.monotonic()
@@ -296,7 +302,7 @@ class HistorySink:
                 if any(ledger.dirty for ledger in self._ledgers()) and not self._persisting:
                     if until_persist <= 0:
                         self._persisting = True
-                        return _PERSIST
+                        return _Chore.PERSIST
                     wait = min(wait, until_persist)
                 if self._stopping:
                     wait = min(wait, self._stop_deadline - now)
@@ -312,8 +318,8 @@ class HistorySink:
                     ledger.persist()
                 except OSError as exc:
                     with self._cond:
-                        allowed = self._limiter.allow("ledger")
-                    if allowed is not None:
+                        logged = self._limiter.allow(_LEDGER_TOPIC)
+                    if logged.let_through:
                         log_event(
                             "ledger_write_failed", logging.ERROR, path=ledger.path, error=str(exc)
                         )
@@ -326,8 +332,8 @@ class HistorySink:
     def _run(self, attempt: Attempt) -> None:
         if attempt.number > 1:
             with self._cond:
-                allowed = self._limiter.allow("retrying")
-            if allowed is not None:
+                logged = self._limiter.allow(_RETRY_TOPIC)
+            if logged.let_through:
                 log_event("upload_retrying", session_id=attempt.session_id, attempt=attempt.number)
         try:
             outcome = run_attempt(
@@ -340,13 +346,13 @@ class HistorySink:
                 self._remote,
             )
         except Exception as exc:  # a bug must not kill the worker
-            error = SinkError(INTERNAL, f"internal error: {type(exc).__name__}")
-            outcome = Outcome(FAILED, error=error)
+            error = SinkError(FailureKind.INTERNAL, f"internal error: {type(exc).__name__}")
+            outcome = Outcome(Result.FAILED, error=error)
         self._finish(attempt, outcome)
 
     def _finish(self, attempt: Attempt, outcome: Outcome) -> None:
         retry_in: float | None = None
-        held: int | None = None
+        logged = Pass(let_through=False, held_back=0)  # a failure's log line, rate-limited
         error = outcome.error
         message = self._scrub(error.message) if error is not None else None
         with self._cond:
@@ -354,7 +360,7 @@ class HistorySink:
             self._fallbacks += outcome.fallback is not None
             if error is None:
                 self._schedule.succeed(attempt, outcome.how, now)
-                if outcome.how == UPLOADED:
+                if outcome.how is Result.UPLOADED:
                     self._uploaded += 1
                     self._bytes += outcome.bytes
                     self._sent += outcome.sent
@@ -364,16 +370,18 @@ class HistorySink:
                         self._whole += 1
                     self._last_error = None
                     self._limiter.reset()
-                elif outcome.how == UNCHANGED:
+                elif outcome.how is Result.UNCHANGED:
                     self._unchanged += 1
             else:
                 retry_in = self._schedule.fail(attempt, now, retry=outcome.retry)
                 self._failed += 1
                 self._last_error, self._last_error_at = message, time.time()
-                held = self._limiter.allow(error.kind, now)
+                logged = self._limiter.allow(error.kind, now)
             self._reporting += 1  # a flush returns only once this is told too
         try:
-            report(attempt.session_id, attempt.number, outcome, message, retry_in, held, self._emit)
+            report(
+                attempt.session_id, attempt.number, outcome, message, retry_in, logged, self._emit
+            )
         finally:
             with self._cond:
                 self._reporting -= 1

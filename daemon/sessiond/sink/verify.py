@@ -19,25 +19,32 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from sessiond.logs import log_event
 from sessiond.sink import s3
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.delta import abort_uploads
-from sessiond.sink.ledger import Ledger, LedgerEntry
+from sessiond.sink.ledger import Ledger, LedgerEntry, OpenUpload
 
 VERIFY_RATE = 50.0  # HEADs per second at most
 VERIFY_BATCH = 8  # HEADs at once
 _RETRY_BASE_S = 1.0
 _RETRY_MAX_S = 60.0
 
-SAME, DIFFERS, UNKNOWN = "same", "differs", "unknown"
+
+class Match(Enum):
+    """What a HEAD found against the ledger's entry."""
+
+    SAME = "same"
+    DIFFERS = "differs"
+    UNKNOWN = "unknown"  # the store did not answer
 
 
 @dataclass(frozen=True)
 class Verdict:
-    how: str  # SAME, DIFFERS or UNKNOWN (the store did not answer)
+    how: Match
     found: s3.ObjectHead | None = None
     error: str | None = None
 
@@ -46,12 +53,12 @@ def compare(client: Any, config: SinkConfig, session_id: str, entry: LedgerEntry
     try:
         found = s3.head(client, config, config.object_key(session_id))
     except Exception as exc:
-        return Verdict(UNKNOWN, error=type(exc).__name__)
+        return Verdict(Match.UNKNOWN, error=type(exc).__name__)
     if found is None or found.size != entry.bytes:
-        return Verdict(DIFFERS, found)
+        return Verdict(Match.DIFFERS, found)
     if entry.etag and not s3.same_etag(found.etag, entry.etag):
-        return Verdict(DIFFERS, found)
-    return Verdict(SAME, found)
+        return Verdict(Match.DIFFERS, found)
+    return Verdict(Match.SAME, found)
 
 
 class StoreCheck:
@@ -77,7 +84,7 @@ class StoreCheck:
         self._lock = threading.Lock()
         self._unverified: set[str] = set()
         self._pending = 0  # not yet checked in the first pass
-        self._left_open: list[tuple[str, str]] = []
+        self._left_open: list[OpenUpload] = []
         self.replaced = 0
         self.done = threading.Event()
         self._wake = threading.Event()
@@ -142,13 +149,13 @@ class StoreCheck:
 
     def _settle(self, session_id: str, entry: LedgerEntry, verdict: Verdict) -> None:
         with self._lock:
-            if verdict.how == UNKNOWN:
+            if verdict.how == Match.UNKNOWN:
                 self._unverified.add(session_id)
             else:
                 self._unverified.discard(session_id)
-        if verdict.how == UNKNOWN:
+        if verdict.how == Match.UNKNOWN:
             return
-        if verdict.how == DIFFERS and self._ledger.forget_if(session_id, entry):
+        if verdict.how == Match.DIFFERS and self._ledger.forget_if(session_id, entry):
             found = verdict.found
             log_event(
                 "object_replaced",

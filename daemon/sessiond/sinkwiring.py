@@ -4,11 +4,12 @@ is a no-op that still answers `status` and `flush`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sessionctl.protocol import ErrorCode, Event, ProtocolError, event_message
+from sessionctl.protocol import ErrorCode, ProtocolError, event_message
 
 from sessiond.config import ConfigError, Settings
 from sessiond.index.records import SessionRecord
@@ -23,6 +24,7 @@ from sessiond.sink import HistorySink, SinkConfig
 from sessiond.sink.errors import classify
 from sessiond.sink.faults import NO_FAULTS, Faults
 from sessiond.sink.ledger import Ledger
+from sessiond.sink.reports import SinkState, UploadReport
 
 
 def remote_parts(config: SinkConfig, settings: Settings) -> RemoteParts:
@@ -34,9 +36,6 @@ def remote_parts(config: SinkConfig, settings: Settings) -> RemoteParts:
         config, settings.machine_name, instance, settings.state_dir, config.catalog_interval_s
     )
     return RemoteParts(config, ledger, catalog, instance)
-
-
-_EVENTS = {"upload_done": Event.UPLOAD_DONE, "upload_failed": Event.UPLOAD_FAILED}
 
 
 class Uploads(UploadStatus):
@@ -81,9 +80,8 @@ class Uploads(UploadStatus):
             record = index.get(session_id)
             return record.path if record is not None else None
 
-        def emit(event: str, fields: dict[str, Any]) -> None:
-            if event in _EVENTS:
-                publish(event_message(_EVENTS[event], fields))
+        def emit(report: UploadReport) -> None:
+            publish(event_message(report.event, report.fields()))
 
         faults = Faults.from_env(env, settings.state_dir)  # test-only; see sink/faults.py
         remote = remote_parts(config, settings)
@@ -118,12 +116,14 @@ class Uploads(UploadStatus):
             return super().status()
         status = self._sink.status()
         if self._dead is not None:
-            status.update(state="dead", last_error=self._dead, pending=0)
-        else:
-            status["state"] = "running"
-        return status
+            status = dataclasses.replace(
+                status, state=SinkState.DEAD, last_error=self._dead, pending=0
+            )
+        return status.fields()
 
     def flush(self, timeout: float) -> dict[str, Any]:
         if self._dead is not None:  # nothing will ever be uploaded: say why at once
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"the S3 sink is dead: {self._dead}")
-        return self._sink.flush(timeout) if self._sink is not None else super().flush(timeout)
+        if self._sink is None:
+            return super().flush(timeout)
+        return self._sink.flush(timeout).fields()
