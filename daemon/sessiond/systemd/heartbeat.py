@@ -31,9 +31,10 @@ def watchdog_interval(env: Mapping[str, str], pid: int | None = None) -> float |
 
 
 class Heartbeat:
-    def __init__(self, notifier: Notifier, env: Mapping[str, str]) -> None:
+    def __init__(self, notifier: Notifier, env: Mapping[str, str], tick_s: float = TICK_S) -> None:
         self._notifier = notifier
         self.interval = watchdog_interval(env)
+        self._tick_s = tick_s
         self._sent_status: str | None = None
 
     @property
@@ -45,7 +46,7 @@ class Heartbeat:
         """Beat until `healthy()` is false, then return without another ping."""
         # Ticks of half the interval, and a ping on the tick nearest its due time: pings are
         # never more than 1.25 intervals (0.625 WATCHDOG_USEC) apart, even if a timer is late.
-        tick = min(TICK_S, self.interval / 2) if self.interval else TICK_S
+        tick = min(self._tick_s, self.interval / 2) if self.interval else self._tick_s
         next_ping = 0.0
         while healthy():
             text = status()
