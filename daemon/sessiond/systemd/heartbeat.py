@@ -52,9 +52,9 @@ class Heartbeat:
             text = status()
             changed = text != self._sent_status
             now = time.monotonic()
-            ping = self.interval is not None and now + tick / 2 >= next_ping
-            if ping and self.interval is not None:
-                next_ping = now + self.interval
+            ping = False
+            if self.interval is not None and now + tick / 2 >= next_ping:
+                ping, next_ping = True, now + self.interval
             if changed or ping:
                 sent = self._notifier.send(
                     Notification(status=text if changed else None, watchdog=ping)
