@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sessiond import systemd
 from sessiond.logs import LOGGER_NAME, log_event
+from sessiond.systemd import journal as sd_journal
+from sessiond.systemd.heartbeat import watchdog_interval
+from sessiond.systemd.notify import Notifier, send_datagram
 from support.notify import NotifySocket, short_tmp_dir
 
 
@@ -34,7 +36,7 @@ def journal() -> Iterator[Recorder]:
     recorder = Recorder()
     logger = logging.getLogger(LOGGER_NAME)
     saved = logger.handlers[:], logger.level, logger.propagate
-    logger.handlers[:] = [systemd.JournalHandler(sender=recorder)]
+    logger.handlers[:] = [sd_journal.JournalHandler(sender=recorder)]
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     yield recorder
@@ -81,31 +83,31 @@ def test_levels_tracebacks_and_odd_field_names(journal: Recorder) -> None:
 
 def test_a_library_record_keeps_its_message() -> None:
     record = logging.LogRecord("watchdog", logging.WARNING, "w.py", 1, "lost %d events", (3,), None)
-    fields = systemd.journal_fields(record)
+    fields = sd_journal.journal_fields(record)
     assert fields["MESSAGE"] == "lost 3 events"
     assert (fields["EVENT"], fields["LOGGER"], fields["PRIORITY"]) == ("log", "watchdog", "4")
 
 
 def test_field_names_are_valid_journal_names() -> None:
-    assert systemd.field_name("session_id") == "SESSION_ID"
-    assert systemd.field_name("_private") == "PRIVATE"
-    assert systemd.field_name("2fa") == "FIELD_2FA"
-    assert systemd.field_name("priority") == "FIELD_PRIORITY"
-    assert systemd.field_name("x" * 80) == "X" * 64
+    assert sd_journal.field_name("session_id") == "SESSION_ID"
+    assert sd_journal.field_name("_private") == "PRIVATE"
+    assert sd_journal.field_name("2fa") == "FIELD_2FA"
+    assert sd_journal.field_name("priority") == "FIELD_PRIORITY"
+    assert sd_journal.field_name("x" * 80) == "X" * 64
 
 
 def test_stderr_is_journal_compares_device_and_inode(tmp_path) -> None:
     with open(tmp_path / "a", "w") as a, open(tmp_path / "b", "w") as b:
         st = os.fstat(a.fileno())
         stream = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
-        assert systemd.stderr_is_journal(stream, fd=a.fileno())
-        assert not systemd.stderr_is_journal(stream, fd=b.fileno())  # stderr redirected
-        assert not systemd.stderr_is_journal({}, fd=a.fileno())
-        assert not systemd.stderr_is_journal({"JOURNAL_STREAM": "8:x"}, fd=a.fileno())
+        assert sd_journal.stderr_is_journal(stream, fd=a.fileno())
+        assert not sd_journal.stderr_is_journal(stream, fd=b.fileno())  # stderr redirected
+        assert not sd_journal.stderr_is_journal({}, fd=a.fileno())
+        assert not sd_journal.stderr_is_journal({"JOURNAL_STREAM": "8:x"}, fd=a.fileno())
 
 
 def chosen_format(stderr_path: str, env: dict[str, str]) -> str:
-    code = "from sessiond.logs import configure; print(configure('auto'))"
+    code = "from sessiond.logsetup import configure; print(configure('auto'))"
     with open(stderr_path, "w") as err:
         st = os.fstat(err.fileno())
         env = {k: v.format(stream=f"{st.st_dev}:{st.st_ino}") for k, v in env.items()}
@@ -121,20 +123,20 @@ def chosen_format(stderr_path: str, env: dict[str, str]) -> str:
 
 
 def test_auto_picks_the_journal_only_when_stderr_is_the_journal_stream(tmp_path) -> None:
-    journal = "journal" if systemd.journal_available() else "json"
+    journal = "journal" if sd_journal.journal_available() else "json"
     assert chosen_format(str(tmp_path / "e"), {"JOURNAL_STREAM": "{stream}"}) == journal
     assert chosen_format(str(tmp_path / "e"), {}) == "json"
     assert chosen_format(str(tmp_path / "e"), {"JOURNAL_STREAM": "1:2"}) == "json"
 
 
 def test_watchdog_interval_is_half_of_watchdog_usec() -> None:
-    assert systemd.watchdog_interval({"WATCHDOG_USEC": "400000"}) == 0.2
+    assert watchdog_interval({"WATCHDOG_USEC": "400000"}) == 0.2
     own = {"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}
-    assert systemd.watchdog_interval(own) == 15.0
-    assert systemd.watchdog_interval({**own, "WATCHDOG_PID": "1"}) is None  # not for us
-    assert systemd.watchdog_interval({}) is None
-    assert systemd.watchdog_interval({"WATCHDOG_USEC": "0"}) is None
-    assert systemd.watchdog_interval({"WATCHDOG_USEC": "soon"}) is None
+    assert watchdog_interval(own) == 15.0
+    assert watchdog_interval({**own, "WATCHDOG_PID": "1"}) is None  # not for us
+    assert watchdog_interval({}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "0"}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "soon"}) is None
 
 
 def test_notify_reaches_the_notify_socket(monkeypatch) -> None:
@@ -142,13 +144,14 @@ def test_notify_reaches_the_notify_socket(monkeypatch) -> None:
     receiver = NotifySocket(os.path.join(base, "notify"))
     try:
         monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-        assert not systemd.notify("READY=1")  # not under systemd: nothing to tell
+        assert not Notifier.from_env().ready()  # not under systemd: nothing to tell
         monkeypatch.setenv("NOTIFY_SOCKET", receiver.path)
-        assert systemd.notify("READY=1\nSTATUS=serving")  # through sd_notify when installed
+        notifier = Notifier.from_env()
+        assert notifier.ready("serving")  # through sd_notify when installed
         assert receiver.wait_key("READY") == {"READY": "1", "STATUS": "serving"}
-        assert systemd._notify_datagram(receiver.path, "WATCHDOG=1")  # without systemd-python
+        assert send_datagram(receiver.path, "WATCHDOG=1")  # without systemd-python
         assert receiver.wait_key("WATCHDOG") == {"WATCHDOG": "1"}
-        assert systemd.notify_reloading()
+        assert notifier.reloading()
         assert int(receiver.wait_key("RELOADING")["MONOTONIC_USEC"]) > 0
     finally:
         receiver.close()
@@ -159,7 +162,7 @@ def test_notify_to_an_abstract_socket() -> None:
     name = f"sessiond-test-{uuid.uuid4().hex}"
     receiver = NotifySocket("\0" + name)
     try:
-        assert systemd._notify_datagram("@" + name, "STOPPING=1")
+        assert send_datagram("@" + name, "STOPPING=1")
         assert receiver.wait_key("STOPPING") == {"STOPPING": "1"}
     finally:
         receiver.close()
@@ -167,7 +170,8 @@ def test_notify_to_an_abstract_socket() -> None:
 
 def test_json_lines_are_one_object_each(tmp_path) -> None:
     code = (
-        "from sessiond.logs import configure, log_event; configure('json'); "
+        "from sessiond.logs import log_event; from sessiond.logsetup import configure; "
+        "configure('json'); "
         "log_event('ready', sessions=2, workspaces=1, duration_ms=3.0)"
     )
     result = subprocess.run(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sessiond.systemd import journal_available
+from sessiond.systemd.journal import journal_available
 from support.agent_sim import compact, new_session
 from support.notify import short_tmp_dir
 

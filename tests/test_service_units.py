@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sessiond.install import PACKAGED_EXEC, render_units, unit_quote
+from sessiond.systemd.units import PACKAGED_EXEC, render_units, unit_quote
 from support.notify import short_tmp_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +41,8 @@ def verify(unit_dir: str, home: str) -> subprocess.CompletedProcess[str]:
 def test_packaging_holds_the_units_install_service_writes() -> None:
     for name, text in render_units(PACKAGED_EXEC).items():
         assert (PACKAGING / name).read_text() == text, (
-            f"packaging/systemd/{name} differs from sessiond.install; regenerate with: "
-            'python -c \'from sessiond.install import *; [open(f"packaging/systemd/{n}", '
+            f"packaging/systemd/{name} differs from sessiond.systemd.units; regenerate with: "
+            'python -c \'from sessiond.systemd.units import *; [open(f"packaging/systemd/{n}", '
             '"w").write(t) for n, t in render_units(PACKAGED_EXEC).items()]\''
         )
 

@@ -16,20 +16,22 @@ from collections.abc import Callable, Mapping
 
 from sessionctl.protocol import Event, event_message
 
-from sessiond import systemd
 from sessiond.agentfiles import AgentFiles
 from sessiond.config import ConfigError, Settings
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
-from sessiond.logs import log_event, set_level
+from sessiond.logs import log_event
+from sessiond.logsetup import set_level
 from sessiond.search.service import SearchService
 from sessiond.server.events import EventHub
 from sessiond.server.limits import Limits
 from sessiond.server.listener import SocketError, bind_socket, inherited_socket
 from sessiond.server.ops import Ops
 from sessiond.server.server import Server
-from sessiond.service import Heartbeat, StatusText, install_test_faults
+from sessiond.service import HealthWatch, StatusText, install_test_faults
 from sessiond.sinkwiring import Uploads
+from sessiond.systemd.heartbeat import Heartbeat
+from sessiond.systemd.notify import Notifier
 from sessiond.watch.indexer import Indexer
 from sessiond.watch.roots import Discovery
 
@@ -64,6 +66,7 @@ class Daemon:
         self.indexer.add_folder_hook(self.agent_files.notify)
         self.search = SearchService(settings.state_dir, self.index, env)
         self.indexer.add_listener(self.search.on_index_change)
+        self.notifier = Notifier.from_env(env)
         self._stop = asyncio.Event()
         self._owns_socket_file = False
         self._exit_code = 0
@@ -101,7 +104,9 @@ class Daemon:
         self.indexer.start()
         install_test_faults(loop, self.env, self.indexer)
         status = StatusText(self.index, ready.is_set)
-        watchdog = asyncio.create_task(Heartbeat(self.indexer, status, self._died, self.env).run())
+        beat = Heartbeat(self.notifier, self.env)  # the systemd watchdog's pings
+        health = HealthWatch(self.indexer, status, self._died, beat, self.notifier)
+        watchdog = asyncio.create_task(health.run())
         while not (self.indexer.ready.is_set() or self._stop.is_set()):
             await asyncio.to_thread(self.indexer.ready.wait, 0.5)  # or until told to stop
         # Before ready: a flush sent as soon as the daemon answers covers what start queued.
@@ -112,7 +117,7 @@ class Daemon:
             log_event("search_unavailable", logging.WARNING, reason=self.search.unavailable)
         counts = self.index.counts()
         if not self._stop.is_set():
-            systemd.notify(f"READY=1\nSTATUS={status()}")
+            self.notifier.ready(status())
             log_event(
                 "ready",
                 sessions=counts["sessions"],
@@ -122,7 +127,7 @@ class Daemon:
         heartbeat = asyncio.create_task(self._heartbeat(ops))
         await self._stop.wait()
         log_event("stopping")
-        systemd.notify("STOPPING=1\nSTATUS=stopping")
+        self.notifier.stopping("stopping")
         heartbeat.cancel()
         watchdog.cancel()
         # Each step is tried whatever the one before did: a stop always completes, saves
@@ -170,7 +175,7 @@ class Daemon:
         and reconcile every folder. Settings that need a restart (socket, state folder, S3)
         keep their old values until then."""
         log_event("reload")
-        systemd.notify_reloading()
+        self.notifier.reloading()
         if self._reread is not None:
             try:
                 fresh = self._reread()
@@ -183,7 +188,7 @@ class Daemon:
                 for folder in set(self.settings.sessions_dirs) - set(fresh.sessions_dirs):
                     self.indexer.unserve_configured(folder)
                 self.settings.sessions_dirs = fresh.sessions_dirs
-        self.indexer.rescan().add_done_callback(lambda _: systemd.notify("READY=1"))
+        self.indexer.rescan().add_done_callback(lambda _: self.notifier.ready())
 
     async def _heartbeat(self, ops: Ops) -> None:
         while True:

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = dict(os.environ)
     if args.command == "install-service":
-        from sessiond.install import install_service
+        from sessiond.systemd.units import install_service
 
         return install_service(env, args.unit_dir)
     try:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(settings: Settings, env: dict[str, str], reread: Callable[[], Settings]) -> int:
     from sessiond.app import run_daemon
-    from sessiond.logs import configure
+    from sessiond.logsetup import configure
 
     try:
         configure(settings.log_format, settings.log_level)

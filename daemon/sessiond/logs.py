@@ -1,8 +1,9 @@
 """Structured event logging: one line per event an operator would alert or graph on.
 
-Every call names a stable `event` and its fields (docs/logging.md lists them). The formatter
-decides the shape: journald fields (auto, when stderr is systemd's stream to the journal), JSON
-lines (auto elsewhere off a terminal), or text for people.
+Every call names a stable `event` and its fields (docs/logging.md lists them). This module
+holds the events, the redaction and the JSON and text formatters; which handler writes them
+(journald, JSON lines, text) is chosen in sessiond.logsetup, and the journald handler lives in
+sessiond.systemd.journal, which reads a record through `event_name` and `event_fields` here.
 Secrets: callers pass redacted values (`redact()` helps them), and every handler also has a
 `RedactingFilter`, which takes the user:password part and the query out of every URL in a
 line, its fields and its traceback, whoever logged it (botocore's errors quote the endpoint).
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -101,12 +101,20 @@ def _traceback(formatter: logging.Formatter, record: logging.LogRecord) -> str |
     return record.exc_text or None
 
 
-def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
+def event_fields(record: logging.LogRecord) -> Mapping[str, Any]:
+    """The fields `log_event` gave a record; empty for a library's record."""
     return getattr(record, "event_fields", None) or {}
 
 
-def _event_name(record: logging.LogRecord) -> str:
+def event_name(record: logging.LogRecord) -> str:
+    """The event a record stands for; `log` for a library's record, which has none."""
     return getattr(record, "event_name", None) or "log"
+
+
+def is_event(record: logging.LogRecord) -> bool:
+    """True for a record of `log_event`; false for a plain message (a library's record), whose
+    text is its message."""
+    return hasattr(record, "event_name")
 
 
 class JsonFormatter(logging.Formatter):
@@ -116,11 +124,11 @@ class JsonFormatter(logging.Formatter):
         body: dict[str, Any] = {
             "ts": round(record.created, 6),
             "level": record.levelname.lower(),
-            "event": _event_name(record),
+            "event": event_name(record),
         }
-        if not hasattr(record, "event_name"):
+        if not is_event(record):
             body["message"] = record.getMessage()
-        body.update(_fields(record))
+        body.update(event_fields(record))
         if (trace := _traceback(self, record)) is not None:
             body["traceback"] = trace
         return json.dumps(body, default=str, ensure_ascii=False)
@@ -131,48 +139,14 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        parts = [stamp, record.levelname.lower(), _event_name(record)]
-        if not hasattr(record, "event_name"):
+        parts = [stamp, record.levelname.lower(), event_name(record)]
+        if not is_event(record):
             parts.append(record.getMessage())
-        parts += [f"{k}={v}" for k, v in _fields(record).items()]
+        parts += [f"{k}={v}" for k, v in event_fields(record).items()]
         text = " ".join(str(p) for p in parts)
         if (trace := _traceback(self, record)) is not None:
             text += "\n" + trace
         return text
-
-
-def configure(log_format: str = "auto", level: str = "info") -> str:
-    """Route sessiond's logs to stderr in `log_format`; return the format chosen."""
-    from sessiond import systemd
-
-    chosen = log_format
-    if chosen == "auto":
-        if systemd.stderr_is_journal() and systemd.journal_available():
-            chosen = "journal"  # stderr is systemd's stream to the journal: use real fields
-        else:
-            chosen = "text" if sys.stderr.isatty() else "json"
-    handler: logging.Handler
-    if chosen == "journal":
-        handler = systemd.journal_handler()
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
-    handler.addFilter(RedactingFilter())
-    root = logging.getLogger(LOGGER_NAME)
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    root.propagate = False
-    # Library loggers (watchdog, botocore) go to the same place, quieter.
-    for name in ("watchdog", "botocore", "boto3", "urllib3", "s3transfer", "asyncio"):
-        lib = logging.getLogger(name)
-        lib.handlers[:] = [handler]
-        lib.setLevel(logging.WARNING)
-        lib.propagate = False
-    return chosen
-
-
-def set_level(level: str) -> None:
-    logging.getLogger(LOGGER_NAME).setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
 def redact(value: str | None, keep: int = 4) -> str | None:

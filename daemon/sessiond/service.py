@@ -1,14 +1,14 @@
-"""The service heartbeat: `STATUS=` kept current, and `WATCHDOG=1` only while sessiond is healthy.
+"""The service's health: while the indexer and the file watcher are alive and making progress,
+the systemd heartbeat (sessiond.systemd.heartbeat) pings the watchdog and keeps `STATUS=`
+current; once they are not, sessiond says so and stops pinging.
 
-A task on the event loop checks, about once a second, that the indexer thread and the file
-watcher's thread are alive, and that the indexer makes progress: a thread that is alive but
-stuck on one step (an `open()` that never returns, say) for `Indexer.stall_s` counts as dead,
-since its index goes stale all the same. While all is healthy, it sends `WATCHDOG=1` every
-half `WATCHDOG_USEC` (the task running at all proves the event loop is alive) and `STATUS=`
-whenever the counts change. Once the indexer or the watcher is dead or stuck, sessiond stops
-pinging: under a systemd watchdog the service manager kills and restarts it
-(`Restart=on-failure`); without one, sessiond exits with status 1 itself. Either way it leads
-to a restart, never to a silently stale index.
+Healthy means: the indexer thread and the file watcher's thread are alive, and the indexer
+makes progress: a thread that is alive but stuck on one step (an `open()` that never returns,
+say) for `Indexer.stall_s` counts as dead, since its index goes stale all the same. The
+heartbeat task running at all proves the event loop is alive. Once the indexer or the watcher
+is dead or stuck, the pings stop: under a systemd watchdog the service manager kills and
+restarts sessiond (`Restart=on-failure`); without one, sessiond exits with status 1 itself.
+Either way it leads to a restart, never to a silently stale index.
 
 Test-only faults: `SESSIOND_TEST_FAULTS=watcher_dies`, read once at start, makes SIGUSR2 stop
 every watchdog inotify reader thread in the process, the way a crashed watcher would end;
@@ -25,72 +25,59 @@ import asyncio
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from sessiond import systemd
 from sessiond.logs import log_event
+from sessiond.systemd.heartbeat import Heartbeat
+from sessiond.systemd.notify import Notifier
 
-TICK_S = 1.0  # how often health and counts are looked at
 TEST_FAULTS_ENV = "SESSIOND_TEST_FAULTS"
+UNHEALTHY_STATUS = "unhealthy: the file watcher or the indexer died; restarting"
 
 
 class Watched(Protocol):
-    """What the heartbeat needs of the indexer."""
+    """What the health watch needs of the indexer."""
 
     def healthy(self) -> bool: ...
 
     def stalled_for(self) -> float: ...
 
 
-class Heartbeat:
+class HealthWatch:
+    """Runs the heartbeat while `indexer` is healthy; then logs `unhealthy`, puts it in the
+    status line, and calls `on_dead` when no watchdog will restart sessiond."""
+
     def __init__(
         self,
         indexer: Watched,
         status: Callable[[], str],
         on_dead: Callable[[], None],
-        env: Mapping[str, str],
+        heartbeat: Heartbeat,
+        notifier: Notifier,
     ) -> None:
         self._indexer = indexer
         self._status = status
         self._on_dead = on_dead
-        self.interval = systemd.watchdog_interval(env)
-        self._sent_status: str | None = None
+        self._heartbeat = heartbeat
+        self._notifier = notifier
 
     async def run(self) -> None:
-        # Ticks of half the interval, and a ping on the tick nearest its due time: pings are
-        # never more than 1.25 intervals (0.625 WATCHDOG_USEC) apart, even if a timer is late.
-        tick = min(TICK_S, self.interval / 2) if self.interval else TICK_S
-        next_ping = 0.0
-        while True:
-            if not self._indexer.healthy():
-                self._died()
-                return
-            lines = []
-            status = self._status()
-            if status != self._sent_status:
-                lines.append(f"STATUS={status}")
-            now = time.monotonic()
-            if self.interval and now + tick / 2 >= next_ping:
-                lines.append("WATCHDOG=1")
-                next_ping = now + self.interval
-            if lines and systemd.notify("\n".join(lines)):
-                self._sent_status = status
-            await asyncio.sleep(tick)  # a periodic timer, not a wait for another party
+        await self._heartbeat.run(self._indexer.healthy, self._status)
+        self._died()
 
     def _died(self) -> None:
-        restart = "the service manager's watchdog" if self.interval else "exiting with status 1"
+        watchdog = self._heartbeat.watchdog
         log_event(
             "unhealthy",
             logging.CRITICAL,
             error="the indexer or the file watcher thread has died or is stuck; "
             "the index would go stale",
             stalled_s=round(self._indexer.stalled_for(), 1),
-            action=restart,
+            action="the service manager's watchdog" if watchdog else "exiting with status 1",
         )
-        systemd.notify("STATUS=unhealthy: the file watcher or the indexer died; restarting")
-        if not self.interval:
+        self._notifier.status(UNHEALTHY_STATUS)
+        if not watchdog:
             self._on_dead()
 
 

@@ -1,5 +1,6 @@
-"""The listening socket: a private folder, a stale socket cleared, a live one respected, and
-the peer's uid checked on every connection (interface §4)."""
+"""The listening socket: a private folder, a stale socket cleared, a live one respected, or the
+one systemd passed in (sessiond.systemd.activation); and the peer's uid checked on every
+connection (docs/protocol.md, "The socket")."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import stat
 import struct
 
 from sessionctl.socket_path import IMPERSONATION_HINT, folder_problem
+
+from sessiond.systemd.activation import ActivationError
+from sessiond.systemd.activation import take as take_activation
 
 
 class SocketError(Exception):
@@ -73,21 +77,23 @@ def bind_socket(path: str) -> socket.socket:
     return sock
 
 
-def inherited_socket(env: dict[str, str] | None = None) -> socket.socket | None:
-    """The listening socket systemd passed by socket activation (`LISTEN_FDS`), if any."""
-    env = dict(os.environ) if env is None else env
-    if env.get("LISTEN_PID") not in (None, str(os.getpid())):
-        return None
+def inherited_socket() -> socket.socket | None:
+    """The listening socket systemd passed by socket activation, if any (the first one; the
+    packaged socket unit passes only one). Malformed activation variables are a SocketError."""
     try:
-        count = int(env.get("LISTEN_FDS", "0"))
-    except ValueError:
+        activation = take_activation()
+    except ActivationError as exc:
+        raise SocketError(str(exc)) from None
+    if activation is None:
         return None
-    if count < 1:
-        return None
-    sock = socket.socket(fileno=3)  # SD_LISTEN_FDS_START
+    fd = activation.first.fd
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise SocketError(
+            f"socket activation passed fd {fd}, not a socket: {exc.strerror}"
+        ) from None
     sock.setblocking(False)
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)  # not for our children
     return sock
 
 

@@ -1,14 +1,13 @@
-"""Everything that knows about systemd: notifications, the watchdog, and journald log fields.
+"""journald: the handler that writes each log record as a journal entry with fields, and the
+test of whether stderr is systemd's stream to the journal.
 
-systemd-python is optional (the `systemd` extra). With it, notifications go through
-`systemd.daemon.notify` (sd_notify) and logs through `systemd.journal.send`; without it,
-notifications are written to `NOTIFY_SOCKET` directly (the same datagram) and journald output
-is unavailable, so logs stay JSON lines on stderr, which journald stores as text.
+It needs systemd-python (the `systemd` extra, `systemd.journal.send`); without it journald
+output is unavailable, and logs stay JSON lines on stderr, which journald stores as text.
 
-Journal fields of an event (docs/logging.md): `MESSAGE` (readable: `event: key=value ...`),
-`PRIORITY` (syslog level from the log level), `EVENT` (the stable event name),
-`SYSLOG_IDENTIFIER=sessiond`, `LOGGER`, then each of the event's fields upper-cased
-(`session_id` -> `SESSION_ID`), and `TRACEBACK` when there is one.
+Journal fields of an event (docs/logging.md, "Where the lines go"): `MESSAGE` (readable:
+`event: key=value ...`), `PRIORITY` (syslog level from the log level), `EVENT` (the stable
+event name), `SYSLOG_IDENTIFIER=sessiond`, `LOGGER`, then each of the event's fields
+upper-cased (`session_id` -> `SESSION_ID`), and `TRACEBACK` when there is one.
 """
 
 from __future__ import annotations
@@ -17,12 +16,10 @@ import json
 import logging
 import os
 import re
-import socket
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sessiond.logs import _event_name, _fields
+from sessiond.logs import event_fields, event_name, is_event
 
 IDENTIFIER = "sessiond"
 _PRIORITIES = (  # (lowest Python level, syslog priority), highest first
@@ -48,58 +45,6 @@ _RESERVED = frozenset(
 _INVALID_NAME_CHARS = re.compile(r"[^A-Z0-9_]")
 
 JournalSender = Callable[..., Any]  # systemd.journal.send's signature: (MESSAGE, **fields)
-
-
-# --- notifications --------------------------------------------------------------------------
-
-
-def notify(state: str) -> bool:
-    """Send `state` (e.g. "READY=1") to the service manager; false when not under systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    try:
-        from systemd import daemon as sd_daemon
-    except ImportError:
-        return _notify_datagram(address, state)
-    try:
-        return bool(sd_daemon.notify(state))
-    except Exception:  # a notification must never take the daemon down
-        return False
-
-
-def _notify_datagram(address: str, state: str) -> bool:
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # an abstract socket
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(address)
-            sock.sendall(state.encode())
-    except OSError:
-        return False
-    return True
-
-
-def notify_reloading() -> bool:
-    """`RELOADING=1` with the `MONOTONIC_USEC=` that systemd asks to come with it."""
-    return notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
-
-
-def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
-    """Seconds between `WATCHDOG=1` pings, half of `WATCHDOG_USEC` (sd_watchdog_enabled), or
-    None when the service manager asked for no watchdog (or asked another process)."""
-    env = os.environ if env is None else env
-    pid = env.get("WATCHDOG_PID")
-    if pid and pid != str(os.getpid()):
-        return None
-    try:
-        usec = int(env.get("WATCHDOG_USEC", ""))
-    except ValueError:
-        return None
-    return usec / 2e6 if usec > 0 else None
-
-
-# --- journald -------------------------------------------------------------------------------
 
 
 def stderr_is_journal(env: Mapping[str, str] | None = None, fd: int = 2) -> bool:
@@ -148,9 +93,9 @@ def field_value(value: Any) -> str:
 
 def journal_fields(record: logging.LogRecord, traceback: str | None = None) -> dict[str, str]:
     """The journal entry for one log record, `MESSAGE` included (the mapping of the docstring)."""
-    event = _event_name(record)
-    pairs = [(key, value) for key, value in _fields(record).items() if value is not None]
-    if hasattr(record, "event_name"):
+    event = event_name(record)
+    pairs = [(key, value) for key, value in event_fields(record).items() if value is not None]
+    if is_event(record):
         message = event + (": " if pairs else "")
         message += " ".join(f"{key}={field_value(value)}" for key, value in pairs)
     else:
@@ -204,7 +149,3 @@ class JournalHandler(logging.Handler):
             )
         except Exception:
             self.handleError(record)
-
-
-def journal_handler() -> logging.Handler:
-    return JournalHandler()
