@@ -31,10 +31,11 @@ if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)  # the tests' `support` package
 
 from common import log, percentile  # noqa: E402
-from support.agent_sim import AgentSim, compact, new_session  # noqa: E402
-from support.daemon import DaemonProcess  # noqa: E402
-from support.s3proxy import RecordingProxy  # noqa: E402
-from support.s3server import S3Server  # noqa: E402
+
+from tests.support.agent_sim import AgentSim, compact, new_session  # noqa: E402
+from tests.support.daemon import DaemonProcess  # noqa: E402
+from tests.support.s3proxy import RecordingProxy  # noqa: E402
+from tests.support.s3server import S3Server  # noqa: E402
 
 MIB = 1 << 20
 PREFIX = "history/"

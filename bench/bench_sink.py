@@ -58,9 +58,10 @@ from sessionctl import Client  # noqa: E402
 from sessionctl.agent import canonicalize  # noqa: E402
 from sessionctl.client import DaemonUnreachable  # noqa: E402
 from sessiond.sink.config import SinkConfig  # noqa: E402
-from support.agent_sim import AgentSim, add_turn, compact, make_workspace, new_session  # noqa: E402
-from support.daemon import private_env  # noqa: E402
-from support.s3server import S3Server  # noqa: E402
+
+from tests.support.agent_sim import AgentSim, add_turn, compact, make_workspace, new_session  # noqa: E402
+from tests.support.daemon import private_env  # noqa: E402
+from tests.support.s3server import S3Server  # noqa: E402
 
 BUCKET = "sessiond-bench"
 PREFIX = "history/"

@@ -34,9 +34,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, HERE)
 
 from common import log, percentile  # noqa: E402
-from support.agent_sim import AgentSim, add_turn, new_session  # noqa: E402
-from support.agent_store import AgentStore  # noqa: E402
-from support.daemon import DaemonProcess  # noqa: E402
+
+from tests.support.agent_sim import AgentSim, add_turn, new_session  # noqa: E402
+from tests.support.agent_store import AgentStore  # noqa: E402
+from tests.support.daemon import DaemonProcess  # noqa: E402
 
 
 def ms(seconds: float) -> str:

@@ -33,10 +33,11 @@ from bench_sink import (
 )
 from common import log
 from sessionctl import Client
-from support.agent_sim import compact
-from support.daemon import private_env
-from support.s3proxy import RecordingProxy
-from support.s3server import S3Server
+
+from tests.support.agent_sim import compact
+from tests.support.daemon import private_env
+from tests.support.s3proxy import RecordingProxy
+from tests.support.s3server import S3Server
 
 MODES = ("delta", "whole")
 

@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from support.agent_sim import AgentSim, add_turn, compact, make_workspace, new_session
-from support.agentfiles_harness import (
+from tests.support.agent_sim import AgentSim, add_turn, compact, make_workspace, new_session
+from tests.support.agentfiles_harness import (
     INDEX,
     cache_entries,
     cold_scan,

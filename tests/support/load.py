@@ -24,7 +24,8 @@ from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
 from sessionctl import Client, DaemonError
-from support.agent_sim import AgentSim, chrono_time, new_session
+
+from tests.support.agent_sim import AgentSim, chrono_time, new_session
 
 T1 = 1_760_000_000 * 10**9
 SECOND = 10**9

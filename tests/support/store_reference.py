@@ -13,9 +13,9 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from support import reference
-from support.agent_store import locator, rows_as_sessions
-from support.reference import Ambiguous, SessionFile, answer, belongs_to, header, instant_ns
+from tests.support import reference
+from tests.support.agent_store import locator, rows_as_sessions
+from tests.support.reference import Ambiguous, SessionFile, answer, belongs_to, header, instant_ns
 
 LOCATOR_HEAD = b'{"codetether_store":1,'
 
