@@ -31,9 +31,9 @@ from tests.support.load import (
     check_header,
     client_process,
     mtime_of,
-    percentile,
     updated_of,
 )
+from tests.support.stats import percentile
 
 CLIENTS = 200
 PROCESSES = 4
@@ -160,8 +160,8 @@ def test_200_clients_under_saves_and_slow_loris(saver: Saver, daemons: DaemonFac
     both = Tally()
     both.merge(plain)
     both.merge(loris)
-    p50, p99 = percentile(both.latencies, 0.5), percentile(both.latencies, 0.99)
-    plain_p99, loris_p99 = percentile(plain.latencies, 0.99), percentile(loris.latencies, 0.99)
+    p50, p99 = percentile(both.latencies, 50), percentile(both.latencies, 99)
+    plain_p99, loris_p99 = percentile(plain.latencies, 99), percentile(loris.latencies, 99)
     print(
         f"\nload: {CLIENTS} clients x {2 * plan.requests} requests in {elapsed:.1f}s "
         f"({len(both.latencies) / elapsed:.0f}/s) while saving {rate:.0f}/s; "

@@ -1,7 +1,7 @@
 """Figures for issue 7: writes of each agent file per 100 saves, time from a save to both files
 being true, and the agent's fast-path hits before and after sessiond on a stale index.
 
-Run: .venv/bin/python tests/support/agentfiles_figures.py   (about a minute)
+Run: .venv/bin/python -m bench.agentfiles_figures   (about a minute)
 
 The writer runs on a real index fed by a real indexer (support.agentfiles_harness). Times are
 taken by polling the files against the agent's rules every 2 ms: nothing signals "the file is
@@ -13,14 +13,11 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.support.agent_sim import AgentSim, add_turn, compact, make_workspace, new_session
 from tests.support.agentfiles_harness import (
@@ -32,6 +29,7 @@ from tests.support.agentfiles_harness import (
     running,
     workspaces_in,
 )
+from tests.support.stats import percentile
 
 POLL_S = 0.002
 
@@ -44,11 +42,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> float:
             raise TimeoutError("the files did not become true")
         time.sleep(POLL_S)
     return time.monotonic() - started
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def setup(base: str, workspaces: int) -> tuple[dict[str, str], str, list[str], str]:
