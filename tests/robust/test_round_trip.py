@@ -4,7 +4,7 @@ The idle and partial-line deadlines are one lazily moved timer per connection: a
 the idle deadline later without touching the timer, which re-arms itself when it fires early;
 a partial line pulls it earlier at once. Replies are drained only above the write buffer's
 high-water mark. These tests pin what that must not change (the first cases are in
-tests/test_robust_socket.py).
+tests/robust/test_socket.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ requests closed in time, an open-files limit that cannot silently stall the sock
 socket folder that belongs to someone else (issue 5, item 4). Test-sized limits come from the
 config keys `max_connections`, `idle_timeout_s` and `partial_line_timeout_s`.
 
-The cases of tests/test_daemon_bad_requests.py (a folder open to others, a foreign peer uid,
+The cases of tests/e2e/daemon/test_bad_requests.py (a folder open to others, a foreign peer uid,
 oversized lines) are not repeated here.
 """
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the robustness suite (tests/test_robust_*.py): an agent that saves with
+"""Shared pieces of the robustness suite (tests/robust/): an agent that saves with
 explicit, never-repeating mtimes and `updated_at` instants, a check of every answer against the
 cold-scan reference, a daemon config file, and a daemon that file permissions apply to even
 when the tests run as root.

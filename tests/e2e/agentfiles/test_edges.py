@@ -1,4 +1,4 @@
-"""The agent files' edges, on the same harness as test_agentfiles_e2e.py: sessiond's own
+"""The agent files' edges, on the same harness as test_acceptance.py beside it: sessiond's own
 writes set off nothing, the agent's writes are answered, a file turned off is never touched,
 a file that cannot be written is reported, a vanished folder is no failure.
 """

@@ -1,6 +1,6 @@
 """sessiond's systemd glue in-process: journal fields, journal detection, the watchdog interval
-and notifications, each against real sockets and files. (tests/test_service_systemd.py runs the
-same code under a real user manager and journald.)"""
+and notifications, each against real sockets and files. (tests/e2e/service/test_user_manager.py
+runs the same code under a real user manager and journald.)"""
 
 from __future__ import annotations
 
