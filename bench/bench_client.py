@@ -21,8 +21,8 @@
 The client's bytecode is compiled first, as an installed package's is (an editable install
 under PYTHONDONTWRITEBYTECODE would compile every module on every start).
 
-    python bench/bench_client.py                 # the 10,000-session corpus of bench_resume.py
-    python bench/bench_client.py --quick         # 300 small sessions, a few rounds
+    python -m bench.bench_client                 # the 10,000-session corpus of bench_resume.py
+    python -m bench.bench_client --quick         # 300 small sessions, a few rounds
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import datetime as dt
-import json
 import os
 import platform
 import random
@@ -44,19 +43,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-for _path in (BENCH_DIR, REPO_ROOT):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+import sessionctl
+from sessionctl import Client
 
-import corpus as corpus_mod  # noqa: E402
-import sessionctl  # noqa: E402
-from common import log, percentile  # noqa: E402
-from harness import raw_times, sessionctl_command, start_daemon, summary  # noqa: E402
-from sessionctl import Client  # noqa: E402
-
-from tests.support.agent_sim import compact  # noqa: E402
+from bench import corpus as corpus_mod
+from bench.common import log, write_json
+from bench.daemon import start_daemon
+from bench.harness import raw_times, sessionctl_command, summary
+from tests.support.agent_sim import compact
+from tests.support.stats import percentile
 
 CLIENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(sessionctl.__file__)))
 DOWN = "/nonexistent/sessiond.sock"
@@ -280,11 +275,7 @@ def report(results: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", help="corpus folder (generated there unless it matches)")
-    parser.add_argument("--sessions", type=int, help="sessions in the corpus (default 10,000)")
-    parser.add_argument("--workspaces", type=int, help="workspaces (default 200)")
-    parser.add_argument("--scale", type=float, help="size factor for sessions (default 1)")
-    parser.add_argument("--seed", type=int, default=1)
+    corpus_mod.add_corpus_options(parser, big_session=False)
     parser.add_argument("--rounds", type=int, help="process rounds (default 30)")
     parser.add_argument("--requests", type=int, help="ping+resume pairs (default 20,000)")
     parser.add_argument("--quick", action="store_true", help="300 small sessions, few rounds")
@@ -344,9 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(report(results))
     if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
-            fh.write("\n")
+        write_json(args.json_out, results)
     return 0
 
 

@@ -10,9 +10,9 @@ server over HTTP on 127.0.0.1:
 4. Save on "laptop" to restorable on "desk" (the session's new version in desk's
    `remote_list`), with the default debounce and catalog interval: p50/p90 over 20 saves.
 
-    python bench/bench_remote.py            # full (~a few minutes)
-    python bench/bench_remote.py --quick    # 500 sessions only, a 10 MiB session
-    python bench/bench_remote.py --list-only  # figure 1 alone
+    python -m bench.bench_remote            # full (~a few minutes)
+    python -m bench.bench_remote --quick    # 500 sessions only, a 10 MiB session
+    python -m bench.bench_remote --list-only  # figure 1 alone
 """
 
 from __future__ import annotations
@@ -26,15 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-TESTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)  # the tests' `support` package
-
-from common import log, percentile  # noqa: E402
-from support.agent_sim import AgentSim, compact, new_session  # noqa: E402
-from support.daemon import DaemonProcess  # noqa: E402
-from support.s3proxy import RecordingProxy  # noqa: E402
-from support.s3server import S3Server  # noqa: E402
+from bench.common import log
+from bench.daemon import Daemon
+from tests.support.agent_sim import AgentSim, compact, new_session
+from tests.support.daemon import private_env
+from tests.support.s3proxy import RecordingProxy
+from tests.support.s3server import S3Server
+from tests.support.stats import percentile
 
 MIB = 1 << 20
 PREFIX = "history/"
@@ -55,18 +53,18 @@ class Machine:
             "CODETETHER_HISTORY_S3_PREFIX": PREFIX,
             "SESSIOND_MACHINE_NAME": name,
         }
-        self.daemon = DaemonProcess(
+        self.daemon = Daemon(
             self.home,
-            sessions_dirs=[self.sessions_dir],
+            name,
+            private_env(self.home, self.home, env),
+            os.path.join(self.home, f"{name}-state"),
+            [self.sessions_dir],
             discover=False,
-            env=env,
-            name=name,
-            env_base=self.home,
         )
         self.sim = AgentSim(os.path.join(self.home, "global"), write_pointer=False)
 
     def start(self) -> Machine:
-        self.daemon.start(timeout=120)
+        self.daemon.start(deadline_s=120)
         return self
 
     def save(self, session: dict[str, Any]) -> None:

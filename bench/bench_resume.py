@@ -16,9 +16,9 @@ Prints a table and (with --json-out) writes the same figures as JSON:
    start with a warm one, restart over the state folder of a previous run; resident memory from
    `status`, and of an empty daemon for the per-session figure.
 
-    python bench/bench_resume.py                       # 10,000 sessions (generated once)
-    python bench/bench_resume.py --quick               # 300 small sessions, < 30 s
-    python bench/bench_resume.py --json-out out.json --corpus /big/disk/corpus
+    python -m bench.bench_resume                       # 10,000 sessions (generated once)
+    python -m bench.bench_resume --quick               # 300 small sessions, < 30 s
+    python -m bench.bench_resume --json-out out.json --corpus /big/disk/corpus
 """
 
 from __future__ import annotations
@@ -38,33 +38,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-for _path in (BENCH_DIR, REPO_ROOT):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from sessionctl import Client
+from sessionctl.scan import scan_resume
 
-import corpus as corpus_mod  # noqa: E402
-from common import log  # noqa: E402
-from harness import (  # noqa: E402
-    Daemon,
+from bench import corpus as corpus_mod
+from bench.common import log, write_json
+from bench.daemon import Daemon, start_daemon
+from bench.harness import (
     WatchStream,
     drop_caches,
     median_ms,
     random_uuid,
     raw_latency,
     sessionctl_command,
-    start_daemon,
     status_of,
     summary,
     target_bytes,
     wait_idle,
 )
-from report import WINDOW, report  # noqa: E402
-from sessionctl import Client  # noqa: E402
-from sessionctl.scan import scan_resume  # noqa: E402
-
-from tests.support.agent_sim import (  # noqa: E402
+from bench.report import WINDOW, report
+from tests.support.agent_sim import (
     AgentSim,
     add_turn,
     compact,
@@ -428,12 +421,7 @@ class Bench:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", help="corpus folder (generated there unless it matches)")
-    parser.add_argument("--sessions", type=int, help="sessions in the corpus (default 10,000)")
-    parser.add_argument("--workspaces", type=int, help="workspaces (default 200)")
-    parser.add_argument("--scale", type=float, help="size factor for sessions (default 1)")
-    parser.add_argument("--big-mb", type=float, help="size of the one big session (default 50)")
-    parser.add_argument("--seed", type=int, default=1)
+    corpus_mod.add_corpus_options(parser, big_session=True)
     parser.add_argument("--requests", type=int, help="timed resume requests (default 5,000)")
     parser.add_argument("--saves", type=int, help="timed saves for rename-to-visible (200)")
     parser.add_argument("--runs", type=int, help="process runs per mode, warm cache (9)")
@@ -523,9 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"benchmark took {results['bench_s']:.1f} s"
     )
     if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
-            fh.write("\n")
+        write_json(args.json_out, results)
     return 0
 
 

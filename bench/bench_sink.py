@@ -18,10 +18,10 @@ Prints a table and (with --json-out) writes the same figures as JSON:
    1 GiB: a session file over 512 MiB is past the agent's load limit, so sessiond, like the
    agent, does not take it for a session.)
 
-    python bench/bench_sink.py                      # full size (~1 minute)
-    python bench/bench_sink.py --quick              # smoke run: 10 MiB history, < 30 s
-    python bench/bench_sink.py --json-out sink.json
-    python bench/bench_sink.py --only-delta --delta-mib 10,100,500   # figure 4 alone
+    python -m bench.bench_sink                      # full size (~1 minute)
+    python -m bench.bench_sink --quick              # smoke run: 10 MiB history, < 30 s
+    python -m bench.bench_sink --json-out sink.json
+    python -m bench.bench_sink --only-delta --delta-mib 10,100,500   # figure 4 alone
 """
 
 from __future__ import annotations
@@ -32,14 +32,12 @@ import dataclasses
 import datetime as dt
 import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import queue
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,23 +46,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-TESTS_DIR = os.path.join(os.path.dirname(BENCH_DIR), "tests")
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)  # the tests' `support` package: S3Server, AgentSim
+from sessionctl import Client
+from sessionctl.agent import canonicalize
+from sessionctl.client import DaemonUnreachable
+from sessiond.sink.config import SinkConfig
 
-from common import log, log_events, percentile, stop_process  # noqa: E402
-from sessionctl import Client  # noqa: E402
-from sessionctl.agent import canonicalize  # noqa: E402
-from sessionctl.client import DaemonUnreachable  # noqa: E402
-from sessiond.sink.config import SinkConfig  # noqa: E402
-from support.agent_sim import AgentSim, add_turn, compact, make_workspace, new_session  # noqa: E402
-from support.daemon import private_env  # noqa: E402
-from support.s3server import S3Server  # noqa: E402
+from bench.common import log, write_json
+from bench.daemon import Daemon, start_daemon
+from tests.support.agent_sim import AgentSim, add_turn, compact, make_workspace, new_session
+from tests.support.daemon import private_env
+from tests.support.s3server import S3Server
+from tests.support.stats import percentile
 
 BUCKET = "sessiond-bench"
 PREFIX = "history/"
-READY_DEADLINE_S = 60.0
 UPLOAD_DEADLINE_S = 60.0  # a small session's upload_done after its save
 BIG_DEADLINE_S = 900.0  # the big session's
 FLUSH_TIMEOUT_S = 60.0
@@ -202,46 +197,10 @@ def big_session(writer: Writer, rng: random.Random, min_body: int, message_chars
 # --- the daemon and its event stream ---------------------------------------------------------
 
 
-class Daemon:
-    """`python -m sessiond run` as a subprocess; ready once `ping` answers."""
-
-    def __init__(self, work: str, env: dict[str, str], sock: str, sessions_dir: str) -> None:
-        self.socket = sock
-        self.log_path = os.path.join(work, "sessiond.log")
-        cmd = [sys.executable, "-m", "sessiond", "run", "--no-discover"]
-        cmd += ["--sessions-dir", sessions_dir, "--socket", sock]
-        cmd += ["--state-dir", os.path.join(work, "state"), "--log-format", "json"]
-        self.cmd = cmd
-        with open(self.log_path, "wb") as log_fh:
-            self.proc = subprocess.Popen(
-                cmd, env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=log_fh
-            )
-        started = time.perf_counter()
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sessiond exited with {self.proc.returncode}:\n{self.tail()}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.stop()
-                raise RuntimeError(f"sessiond not ready in {READY_DEADLINE_S}s:\n{self.tail()}")
-            try:
-                with Client(socket=sock, timeout=remaining, connect_timeout=0.05) as client:
-                    client.ping()
-                break
-            except DaemonUnreachable:
-                time.sleep(0.005)  # the socket is not bound yet: polling a condition
-        self.ready_s = time.perf_counter() - started
-
-    def tail(self, lines: int = 30) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-            return "".join(fh.readlines()[-lines:])
-
-    def log_events(self, name: str) -> list[dict[str, Any]]:
-        return log_events(self.log_path, name)
-
-    def stop(self, timeout: float = 60.0) -> float:
-        return stop_process(self.proc, timeout)
+def sink_daemon(work: str, env: dict[str, str], sock: str, sessions_dir: str) -> Daemon:
+    """The daemon of these figures: one sessions folder, no discovery, started and ready."""
+    state = os.path.join(work, "state")
+    return start_daemon(work, "sessiond", env, state, [sessions_dir], discover=False, socket=sock)
 
 
 class Events:
@@ -626,7 +585,7 @@ def report(results: dict[str, Any]) -> str:
         )
         add("  daemon RSS after", _size(big["rss_bytes_after"]))
     if results.get("delta"):
-        import sink_delta
+        from bench import sink_delta
 
         add()
         for label, value in sink_delta.report_rows(results["delta"]):
@@ -711,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "CODETETHER_HISTORY_S3_PREFIX": PREFIX,
             },
         )
-        daemon = Daemon(work, env, os.path.join(runtime, "sessiond.sock"), writer.sessions_dir)
+        daemon = sink_daemon(work, env, os.path.join(runtime, "sessiond.sock"), writer.sessions_dir)
         log(f"sessiond ready in {daemon.ready_s:.2f} s; moto at {server.endpoint}")
         bench = Bench(settings, server, daemon, writer)
         bench.results = results
@@ -726,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["uploads_total"] = {k: final.get(k) for k in ("uploaded", "failed", "unchanged")}
         results["uploads_total"]["bytes_uploaded"] = final.get("bytes_uploaded")
         results["stop_s"] = round(daemon.stop(), 3)
-        import sink_delta  # figure 4: its own two daemons, after this one has stopped
+        from bench import sink_delta  # figure 4: its own two daemons, after this one has stopped
 
         sizes = [float(x) for x in (args.delta_mib or ("10" if q else "10,100,500")).split(",")]
         results["delta"] = sink_delta.measure(
@@ -734,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except BaseException:
         if daemon is not None:
-            log(f"daemon log tail:\n{daemon.tail()}")
+            log(f"daemon log tail:\n{daemon.log_tail()}")
         raise
     finally:
         if daemon is not None:
@@ -749,9 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(results))
     print(f"\nbenchmark took {results['bench_s']:.1f} s")
     if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
-            fh.write("\n")
+        write_json(args.json_out, results)
     return 0
 
 

@@ -13,8 +13,8 @@ The corpus is written by tests/support/agent_store.py (the agent's schema and en
 initial rows in one transaction, later saves one connection and commit each) and
 tests/support/agent_sim.py (legacy files).
 
-    .venv/bin/python bench/bench_store.py                 # 10,000 sessions
-    .venv/bin/python bench/bench_store.py --sessions 500  # a quick run
+    .venv/bin/python -m bench.bench_store                 # 10,000 sessions
+    .venv/bin/python -m bench.bench_store --sessions 500  # a quick run
 """
 
 from __future__ import annotations
@@ -23,20 +23,17 @@ import argparse
 import os
 import random
 import shutil
-import sys
 import tempfile
 import threading
 import time
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-sys.path.insert(0, HERE)
-
-from common import log, percentile  # noqa: E402
-from support.agent_sim import AgentSim, add_turn, new_session  # noqa: E402
-from support.agent_store import AgentStore  # noqa: E402
-from support.daemon import DaemonProcess  # noqa: E402
+from bench.common import log
+from bench.daemon import Daemon
+from tests.support.agent_sim import AgentSim, add_turn, new_session
+from tests.support.agent_store import AgentStore
+from tests.support.daemon import private_env
+from tests.support.stats import percentile
 
 
 def ms(seconds: float) -> str:
@@ -65,22 +62,23 @@ def workspace_folders(base: str, name: str, count: int) -> tuple[list[str], str]
     return workspaces, folder
 
 
-def start(base: str, name: str, folders: list[str]) -> tuple[DaemonProcess, float]:
-    daemon = DaemonProcess(base, sessions_dirs=folders, discover=False, name=name)
+def start(base: str, name: str, folders: list[str]) -> tuple[Daemon, float]:
+    state = os.path.join(base, f"{name}-state")
+    daemon = Daemon(base, name, private_env(base, base), state, folders, discover=False)
     began = time.perf_counter()
-    daemon.start(timeout=600)
+    daemon.start()
     with daemon.client(timeout=600) as client:
         client.sync(timeout=600)
     return daemon, time.perf_counter() - began
 
 
-def rss(daemon: DaemonProcess) -> int:
+def rss(daemon: Daemon) -> int:
     with daemon.client() as client:
         return int(client.status()["memory"]["rss_bytes"])
 
 
 def timed_resumes(
-    daemon: DaemonProcess, workspaces: list[str], requests: int, window: int | None
+    daemon: Daemon, workspaces: list[str], requests: int, window: int | None
 ) -> list[float]:
     times = []
     with daemon.client(timeout=60) as client:
@@ -92,7 +90,7 @@ def timed_resumes(
     return times
 
 
-def timed_gets(daemon: DaemonProcess, ids: list[str]) -> list[float]:
+def timed_gets(daemon: Daemon, ids: list[str]) -> list[float]:
     """`get` with `window: 1000` once per session: each a tail-cache miss (a read)."""
     times = []
     with daemon.client(timeout=60) as client:
@@ -117,7 +115,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     base = os.path.realpath(tempfile.mkdtemp(prefix="sessiond-bench-store-"))
-    daemons: list[DaemonProcess] = []
+    daemons: list[Daemon] = []
     try:
         n = args.sessions
         log(f"corpus: {n} database sessions and {n} legacy files, {args.turns} turns each")
@@ -142,7 +140,7 @@ def main() -> None:
 
         db_only, db_ready_s = start(base, "db-only", [db_folder])
         daemons.append(db_only)
-        (built,) = db_only.events_named("index_built")
+        (built,) = db_only.log_events("index_built")
         rss_db = rss(db_only)
         db_only.stop()
 
@@ -223,7 +221,7 @@ def main() -> None:
               f"{ms(percentile(commits, 50))}, p99 {ms(percentile(commits, 99))}")  # fmt: skip
     finally:
         for daemon in daemons:
-            daemon.cleanup()
+            daemon.close()
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
         else:

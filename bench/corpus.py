@@ -25,7 +25,7 @@ assembled directly instead of going through `json.dumps` of a large object. The 
 exactly what `json.dumps(obj, ensure_ascii=False, separators=(",", ":"))` would give (checked
 on a sample), i.e. what serde_json writes. Everything is a function of `--seed`.
 
-    python bench/corpus.py --out /tmp/sessiond-bench/corpus --sessions 10000 --workspaces 200
+    python -m bench.corpus --out /tmp/sessiond-bench/corpus --sessions 10000 --workspaces 200
 """
 
 from __future__ import annotations
@@ -46,11 +46,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-from tests.support.agent_sim import chrono_time, compact, new_session  # noqa: E402
+from tests.support.agent_sim import chrono_time, compact, new_session
+from tests.support.stats import percentile
 
 GENERATOR_VERSION = 1
 MANIFEST = "manifest.json"
@@ -397,8 +394,16 @@ def _atomic_json(path: str, obj: Any, pretty: bool = False) -> None:
     os.rename(tmp, path)
 
 
-def _percentile(sorted_values: Sequence[int], q: float) -> int:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+def add_corpus_options(parser: argparse.ArgumentParser, big_session: bool) -> None:
+    """The options that choose a benchmark's corpus; those left out take the run's defaults
+    (bench_resume.py and bench_client.py resolve them, --quick included)."""
+    parser.add_argument("--corpus", help="corpus folder (generated there unless it matches)")
+    parser.add_argument("--sessions", type=int, help="sessions in the corpus (default 10,000)")
+    parser.add_argument("--workspaces", type=int, help="workspaces (default 200)")
+    parser.add_argument("--scale", type=float, help="size factor for sessions (default 1)")
+    if big_session:
+        parser.add_argument("--big-mb", type=float, help="size of the one big session (default 50)")
+    parser.add_argument("--seed", type=int, default=1)
 
 
 def _jobs(requested: int | None) -> int:
@@ -473,9 +478,9 @@ def generate(root: str, params: Params, jobs: int | None = None, quiet: bool = F
     corpus.totals = {
         "sessions": len(ordered),
         "bytes": sum(ordered),
-        "size_p50": _percentile(ordered, 0.5),
-        "size_p90": _percentile(ordered, 0.9),
-        "size_p99": _percentile(ordered, 0.99),
+        "size_p50": percentile(ordered, 50),
+        "size_p90": percentile(ordered, 90),
+        "size_p99": percentile(ordered, 99),
         "size_max": ordered[-1],
         "size_mean": sum(ordered) // len(ordered),
         "generation_s": round(time.monotonic() - started, 1),

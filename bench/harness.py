@@ -1,5 +1,6 @@
-"""The benchmark's harness: timing summaries, a raw-socket client, the daemon subprocess, page
-cache drops, and a `watch` stream reader. No figures are chosen here; bench_resume.py does."""
+"""The benchmark's harness: timing summaries, a raw-socket client, page cache drops, and a
+`watch` stream reader (the daemon subprocess is bench/daemon.py). No figures are chosen here;
+bench_resume.py does."""
 
 from __future__ import annotations
 
@@ -8,20 +9,15 @@ import os
 import random
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from common import log_events, percentile, stop_process
 from sessionctl import Client
-from sessionctl.client import DaemonUnreachable
 
 from tests.support.agent_sim import compact
-
-READY_DEADLINE_S = 600.0
+from tests.support.stats import percentile
 
 
 def summary(values_s: Sequence[float]) -> dict[str, Any]:
@@ -91,75 +87,6 @@ def drop_caches() -> bool:
 def sessionctl_command() -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "sessionctl")
     return [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "sessionctl"]
-
-
-# --- the daemon as a subprocess --------------------------------------------------------------
-
-
-@dataclass
-class Daemon:
-    """A `sessiond run` subprocess and where it keeps its things."""
-
-    proc: subprocess.Popen[bytes]
-    socket: str
-    log_path: str
-    started: float
-    ready_s: float = 0.0
-    ready_event: dict[str, Any] = field(default_factory=dict)
-
-    def log_events(self, name: str) -> list[dict[str, Any]]:
-        return log_events(self.log_path, name)
-
-    def log_tail(self, lines: int = 30) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-            return "".join(fh.readlines()[-lines:])
-
-    def stop(self, timeout: float = 60.0) -> float:
-        return stop_process(self.proc, timeout)
-
-
-def start_daemon(
-    work: str,
-    tag: str,
-    env: dict[str, str],
-    state_dir: str,
-    sessions_dirs: Sequence[str],
-    discover: bool,
-) -> Daemon:
-    """Start `sessiond run` and wait until `ping` answers (it answers only once ready)."""
-    sock = os.path.join(work, f"{tag}.sock")
-    log_path = os.path.join(work, f"{tag}.log")
-    cmd = [sys.executable, "-m", "sessiond", "run", "--socket", sock, "--state-dir", state_dir]
-    cmd += ["--log-format", "json"]
-    if not discover:
-        cmd.append("--no-discover")
-    for folder in sessions_dirs:
-        cmd += ["--sessions-dir", folder]
-    log_fh = open(log_path, "wb")  # noqa: SIM115 - the child owns it from here
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=log_fh
-    )
-    log_fh.close()
-    daemon = Daemon(proc, sock, log_path, started)
-    deadline = time.monotonic() + READY_DEADLINE_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sessiond exited with {proc.returncode}:\n{daemon.log_tail()}")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            daemon.stop()
-            raise RuntimeError(f"sessiond not ready in {READY_DEADLINE_S}s:\n{daemon.log_tail()}")
-        try:
-            with Client(socket=sock, timeout=remaining, connect_timeout=0.05) as client:
-                client.ping()  # blocks until the index is built
-            break
-        except DaemonUnreachable:
-            time.sleep(0.002)  # socket not bound yet
-    daemon.ready_s = time.perf_counter() - started
-    ready = daemon.log_events("ready")
-    daemon.ready_event = ready[-1] if ready else {}
-    return daemon
 
 
 def cpu_seconds(pid: int) -> float:

@@ -19,24 +19,25 @@ import random
 import time
 from typing import Any
 
-from bench_sink import (
+from sessionctl import Client
+
+from bench.bench_sink import (
     BIG_DEADLINE_S,
     BUCKET,
     FLUSH_TIMEOUT_S,
     MIB,
     PREFIX,
-    Daemon,
     Events,
     Tracked,
     Writer,
     big_session,
+    sink_daemon,
 )
-from common import log
-from sessionctl import Client
-from support.agent_sim import compact
-from support.daemon import private_env
-from support.s3proxy import RecordingProxy
-from support.s3server import S3Server
+from bench.common import log
+from tests.support.agent_sim import compact
+from tests.support.daemon import private_env
+from tests.support.s3proxy import RecordingProxy
+from tests.support.s3server import S3Server
 
 MODES = ("delta", "whole")
 
@@ -68,7 +69,7 @@ class Side:
         with open(os.path.join(config_dir, "config.toml"), "w", encoding="utf-8") as fh:
             fh.write(f"[s3]\ndelta_uploads = {'true' if mode == 'delta' else 'false'}\n")
         sock = os.path.join(runtime, f"{mode}.sock")
-        self.daemon = Daemon(folder, env, sock, self.writer.sessions_dir)
+        self.daemon = sink_daemon(folder, env, sock, self.writer.sessions_dir)
         self.client = Client(socket=sock, timeout=FLUSH_TIMEOUT_S + 30)
         self.events = Events(sock)
 

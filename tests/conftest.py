@@ -1,4 +1,5 @@
-"""Fixtures of the end-to-end suite: real `sessiond` subprocesses and a corpus of sessions."""
+"""Fixtures shared by every directory of the suite: real `sessiond` subprocesses, a corpus of
+sessions, and (as a plugin) the S3 server."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.corpus import Corpus, build_corpus
-from support.daemon import DaemonFactory, DaemonProcess, finish_all
+
+from tests.support.corpus import Corpus, build_corpus
+from tests.support.daemon import DaemonFactory, DaemonProcess, finish_all
+
+# The S3 fixtures (a moto server started only when a test asks for one) for every directory.
+pytest_plugins = ["tests.support.s3fixtures"]
 
 # Files in the agent's folders that sessiond may write (interface §8) or that are its own
 # transient `sync` cookies; everything else there belongs to the agent.

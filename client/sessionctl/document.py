@@ -4,7 +4,7 @@ The daemon decodes session files with msgspec (sessiond.index.decode); the clien
 scan decodes them with the standard library and uses this module. Both apply the same rules,
 which are the parts of the agent's `Session` deserializer that a reader can fail on
 (codetether-format §2): the checks are listed once here and mirrored there, and
-tests/test_document_rules.py holds both to the same cases.
+tests/unit/index/test_document_rules.py holds both to the same cases.
 """
 
 from __future__ import annotations

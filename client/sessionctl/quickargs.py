@@ -6,7 +6,7 @@ option names, `--opt VALUE` or `--opt=VALUE`, a value that does not start with `
 else (help, an abbreviation, `--`, an unknown command or option, a bad value, a missing one)
 gives None, and cli.py hands the whole line to argparse, which gives the answer or the usage
 error it always gave. The namespace built here is the one argparse builds for the same line
-(tests/test_client_imports.py compares them). Standard library only.
+(tests/e2e/client/test_imports.py compares them). Standard library only.
 """
 
 from __future__ import annotations

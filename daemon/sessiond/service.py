@@ -15,7 +15,7 @@ every watchdog inotify reader thread in the process, the way a crashed watcher w
 `indexer_stalls` makes SIGUSR2 give the indexer a step that blocks for a minute, and lowers
 the stall limit to 2 s, the way a read that never returns would hold it.
 Nothing in the socket protocol can reach it; it exists so the tests can kill the watcher for
-real (tests/test_service_activation.py). `no_fts5` makes search and `doctor` act as on a Python
+real (tests/e2e/service/test_activation.py). `no_fts5` makes search and `doctor` act as on a Python
 whose SQLite lacks FTS5 (sessiond.search.store).
 """
 

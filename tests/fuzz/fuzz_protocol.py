@@ -1,6 +1,6 @@
 """An atheris (libFuzzer) harness for the request decoder: framing, JSON, request checks.
 
-Run by tests/test_robust_fuzz.py for a bounded number of inputs; by hand for longer:
+Run by tests/robust/test_fuzz.py for a bounded number of inputs; by hand for longer:
     .venv/bin/python tests/fuzz/fuzz_protocol.py -runs=1000000 -max_len=4096
 
 Each input is cut into chunks fed to a LineSplitter with a small limit (so oversized lines

@@ -32,7 +32,8 @@ from sessiond.watch.indexer import Indexer
 from sessiond.watch.roots import Discovery
 from sessiond.watch.watcher import FsEvent
 from sessiond.watch.work import Counts
-from support.agent_sim import chrono_time
+
+from tests.support.agent_sim import chrono_time
 
 INDEX = agent.WORKSPACE_INDEX_NAME
 CACHE = agent.LISTING_CACHE_NAME

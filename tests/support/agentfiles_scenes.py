@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from support.agent_sim import AgentSim, make_workspace, new_session
-from support.agentfiles_harness import (
+from tests.support.agent_sim import AgentSim, make_workspace, new_session
+from tests.support.agentfiles_harness import (
     cache_entries,
     cold_scan,
     expected_cache,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from support.reference import HEADER_KEYS, SESSION_KEYS
+from tests.support.reference import HEADER_KEYS, SESSION_KEYS
 
 
 def assert_header(actual: Any, expected: dict[str, Any]) -> None:

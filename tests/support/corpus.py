@@ -16,14 +16,14 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from support.agent_sim import (
+from tests.support.agent_sim import (
     AgentSim,
     add_turn,
     make_workspace,
     new_session,
     write_agent_litter,
 )
-from support.daemon import private_env
+from tests.support.daemon import private_env
 
 T0 = 1_700_000_000 * 10**9
 """Corpus mtimes start here (2023), well before now: a save during a test is always newer."""

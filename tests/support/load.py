@@ -1,4 +1,4 @@
-"""The load test's agent and clients (tests/test_robust_load.py).
+"""The load test's agent and clients (tests/robust/test_load.py).
 
 Every save says which save it is, so any answer can be checked on its own, without a snapshot
 of the moment it was made: save number `n` of a session that has been saved `k` times has the
@@ -24,7 +24,8 @@ from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
 from sessionctl import Client, DaemonError
-from support.agent_sim import AgentSim, chrono_time, new_session
+
+from tests.support.agent_sim import AgentSim, chrono_time, new_session
 
 T1 = 1_760_000_000 * 10**9
 SECOND = 10**9
@@ -226,10 +227,3 @@ def client_process(plan: Plan, progress: SynchronizedArray, first_seed: int, out
     for tally in tallies:
         total.merge(tally)
     out.put(total)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]

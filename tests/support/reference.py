@@ -374,6 +374,22 @@ def newest_file(candidates: list[SessionFile]) -> SessionFile | None:
     return ordered[0]
 
 
+def listing(
+    sessions: list[SessionFile], workspace: str | None, limit: int, offset: int
+) -> dict[str, Any]:
+    """`list` over `sessions`: headers newest `updated_at` first (as instants), then the page
+    asked for; `total`."""
+    chosen = [s for s in sessions if workspace is None or belongs_to(s, workspace)]
+    instants = [instant_ns(s.doc["updated_at"]) for s in chosen]
+    if len(set(instants)) != len(instants):
+        raise Ambiguous("two sessions have the same updated_at instant")
+    chosen.sort(key=lambda s: instant_ns(s.doc["updated_at"]) or 0, reverse=True)
+    return {
+        "sessions": [header(s) for s in chosen[offset : offset + limit]],
+        "total": len(chosen),
+    }
+
+
 class Snapshot:
     """The session files of some folders, read once, and the answers they give."""
 
@@ -396,15 +412,7 @@ class Snapshot:
         self, workspace: str | None = None, limit: int = 100, offset: int = 0
     ) -> dict[str, Any]:
         """Headers newest `updated_at` first (as instants), then the page asked for; `total`."""
-        chosen = [s for s in self.sessions if workspace is None or belongs_to(s, workspace)]
-        instants = [instant_ns(s.doc["updated_at"]) for s in chosen]
-        if len(set(instants)) != len(instants):
-            raise Ambiguous("two sessions have the same updated_at instant")
-        chosen.sort(key=lambda s: instant_ns(s.doc["updated_at"]) or 0, reverse=True)
-        return {
-            "sessions": [header(s) for s in chosen[offset : offset + limit]],
-            "total": len(chosen),
-        }
+        return listing(self.sessions, workspace, limit, offset)
 
 
 def resume(

@@ -1,4 +1,4 @@
-"""Shared pieces of the robustness suite (tests/test_robust_*.py): an agent that saves with
+"""Shared pieces of the robustness suite (tests/robust/): an agent that saves with
 explicit, never-repeating mtimes and `updated_at` instants, a check of every answer against the
 cold-scan reference, a daemon config file, and a daemon that file permissions apply to even
 when the tests run as root.
@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sessionctl import Client, DaemonError
-from support import reference
-from support.agent_sim import AgentSim, add_turn, chrono_time, make_workspace, new_session
-from support.compare import assert_answer, assert_listing
-from support.corpus import agent_env, agent_global_root
-from support.daemon import DaemonProcess
+
+from tests.support import reference
+from tests.support.agent_sim import AgentSim, add_turn, chrono_time, make_workspace, new_session
+from tests.support.compare import assert_answer, assert_listing
+from tests.support.corpus import agent_env, agent_global_root
+from tests.support.daemon import DaemonProcess
 
 T1 = 1_750_000_000 * 10**9
 """Explicit mtimes start here: the newest file never depends on the clock or its resolution."""

@@ -1,8 +1,8 @@
 """pytest fixtures for a real S3 server (moto's server mode, see s3server.py).
 
-Load this module as a plugin, in a conftest or a test module:
+tests/conftest.py loads this module as a plugin for the whole suite:
 
-    pytest_plugins = ["support.s3fixtures"]
+    pytest_plugins = ["tests.support.s3fixtures"]
 
 `s3_server` is one server for the whole run (never stopped by a test); `fresh_s3_server` is a
 server of a test's own, for tests that stop it or turn authentication on.
@@ -17,7 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 from sessiond.logs import LOGGER_NAME
-from support.s3server import LogLines, S3Server
+
+from tests.support.s3server import LogLines, S3Server
 
 
 def pytest_configure(config: pytest.Config) -> None:

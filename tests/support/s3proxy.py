@@ -15,7 +15,7 @@ import contextlib
 import socket
 import threading
 
-from support.s3server import free_port
+from tests.support.s3server import free_port
 
 _CHUNK = 1 << 16
 

@@ -27,7 +27,8 @@ import boto3
 from botocore.config import Config
 from sessiond.logs import JsonFormatter
 from sessiond.sink import SinkConfig
-from support.agent_sim import AgentSim, add_turn, compact, new_session
+
+from tests.support.agent_sim import AgentSim, add_turn, compact, new_session
 
 ACCESS_KEY = "moto-test-access"
 SECRET_KEY = "moto-test-secret-do-not-log"

@@ -11,8 +11,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from support.agent_sim import AgentSim, make_workspace, new_session
-from support.corpus import agent_global_root
+from tests.support.agent_sim import AgentSim, make_workspace, new_session
+from tests.support.corpus import agent_global_root
 
 WORDS = ["zorbquix", "quendor", "quendril", "plimsok", "vartrex", "oxwimble", "drunfel"]
 PHRASE = ("marble", "lantern")

@@ -17,9 +17,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from support.agent_sim import AgentSim, add_turn, chrono_time, make_workspace, new_session
-from support.agent_store import AgentStore
-from support.corpus import agent_global_root
+from tests.support.agent_sim import AgentSim, add_turn, chrono_time, make_workspace, new_session
+from tests.support.agent_store import AgentStore
+from tests.support.corpus import agent_global_root
 
 T0 = dt.datetime(2026, 8, 1, 12, 0, 0, tzinfo=dt.UTC)
 

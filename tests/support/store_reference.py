@@ -13,9 +13,9 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from support import reference
-from support.agent_store import locator, rows_as_sessions
-from support.reference import Ambiguous, SessionFile, answer, belongs_to, header, instant_ns
+from tests.support import reference
+from tests.support.agent_store import locator, rows_as_sessions
+from tests.support.reference import Ambiguous, SessionFile, answer, belongs_to, instant_ns
 
 LOCATOR_HEAD = b'{"codetether_store":1,'
 
@@ -90,12 +90,4 @@ class StoreSnapshot:
     def list(
         self, workspace: str | None = None, limit: int = 100, offset: int = 0
     ) -> dict[str, Any]:
-        chosen = [s for s in self.sessions if workspace is None or belongs_to(s, workspace)]
-        instants = [instant_ns(s.doc["updated_at"]) for s in chosen]
-        if len(set(instants)) != len(instants):
-            raise Ambiguous("two sessions have the same updated_at instant")
-        chosen.sort(key=lambda s: instant_ns(s.doc["updated_at"]) or 0, reverse=True)
-        return {
-            "sessions": [header(s) for s in chosen[offset : offset + limit]],
-            "total": len(chosen),
-        }
+        return reference.listing(self.sessions, workspace, limit, offset)

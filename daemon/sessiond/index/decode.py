@@ -3,7 +3,7 @@
 One pass over the bytes yields everything: typed header fields, and each message and tool use
 as a `msgspec.Raw` slice of the file, so a window is cut and re-emitted without building the
 messages. The validity rules mirror sessionctl.document.validate_document (the client's
-standard-library decoder); tests/test_document_rules.py holds the two to the same cases.
+standard-library decoder); tests/unit/index/test_document_rules.py holds the two to the same cases.
 """
 
 from __future__ import annotations
