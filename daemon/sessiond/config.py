@@ -22,11 +22,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final, get_type_hints
+from typing import Any, Final, TypeVar, get_type_hints
 
 from sessionctl.socket_path import default_socket_path
 
 from sessiond.remote.layout import default_machine_name, valid_machine_name
+
+_N = TypeVar("_N", int, float)
 
 
 class ConfigError(ValueError):
@@ -70,7 +72,8 @@ class Bound:
         return f"{'>' if self.strict else '>='} {shown}"
 
 
-def _bounded(default: Any, minimum: float, strict: bool = False) -> Any:
+def _bounded(default: _N, minimum: float, strict: bool = False) -> _N:
+    """A numeric field's default and its `Bound` (checked by `check_value`)."""
     return field(default=default, metadata={"bound": Bound(minimum, strict)})
 
 
@@ -99,9 +102,10 @@ def check_value(path: str, kind: Any, bound: Bound | None, value: object) -> obj
         return value
     if isinstance(kind, type) and issubclass(kind, StrEnum):
         choices = [member.value for member in kind]
-        if not isinstance(value, str) or value not in choices:
+        # Any case, as `logging` took the level before the names were checked.
+        if not isinstance(value, str) or value.lower() not in choices:
             raise fail(f"one of {', '.join(choices)}")
-        return kind(value)
+        return kind(value.lower())
     if kind is int or kind is float:
         whole = kind is int
         number = isinstance(value, int) or (not whole and isinstance(value, float))
@@ -165,6 +169,9 @@ class S3Settings:
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
+    """What the daemon runs with: each field is a config-file key of the same name (but
+    `config_path`); README, "Configuration", lists its variable and option."""
+
     sessions_dirs: tuple[str, ...] = ()
     discover: bool = True
     socket: str = ""  # "" the client's rule (sessionctl/socket_path.py)

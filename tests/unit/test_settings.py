@@ -263,12 +263,18 @@ def test_a_file_that_is_no_toml_or_cannot_be_read(tmp_path: Path) -> None:
     [
         ({"SESSIOND_LOG_FORMAT": "xml"}, "environment: SESSIOND_LOG_FORMAT: must be one of auto,"),
         ({"SESSIOND_LOG_LEVEL": "LOUD"}, "environment: SESSIOND_LOG_LEVEL: must be one of debug,"),
+        ({"SESSIOND_LOG_LEVEL": "warn"}, "environment: SESSIOND_LOG_LEVEL: must be one of debug,"),
     ],
 )
 def test_a_bad_variable_is_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         from_env(env)
     assert str(caught.value).startswith(message)
+
+
+def test_a_level_or_format_in_any_case_is_taken() -> None:
+    env = from_env({"SESSIOND_LOG_LEVEL": "WARNING", "SESSIOND_LOG_FORMAT": "Json"})
+    assert merge(env).log_level is LogLevel.WARNING and merge(env).log_format is LogFormat.JSON
 
 
 def test_a_bad_machine_name_is_refused(tmp_path: Path) -> None:
