@@ -7,6 +7,7 @@ threads, and the history sink's workers. The index is the only thing they share.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -187,7 +188,9 @@ class Daemon:
                     self.indexer.serve_configured(folder)
                 for folder in set(self.settings.sessions_dirs) - set(fresh.sessions_dirs):
                     self.indexer.unserve_configured(folder)
-                self.settings.sessions_dirs = fresh.sessions_dirs
+                self.settings = dataclasses.replace(
+                    self.settings, sessions_dirs=fresh.sessions_dirs, log_level=fresh.log_level
+                )
         self.indexer.rescan().add_done_callback(lambda _: self.notifier.ready())
 
     async def _heartbeat(self, ops: Ops) -> None:

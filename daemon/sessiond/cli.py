@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from sessiond.config import LOG_FORMATS, ConfigError, Settings, load_settings
+from sessiond.config import ConfigError, LogFormat, LogLevel, Settings, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,8 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--socket", metavar="PATH", help="the Unix socket to listen on")
     common.add_argument("--state-dir", metavar="DIR", help="where sessiond keeps its state")
     common.add_argument("--config", metavar="FILE", help="the config file (TOML)")
-    common.add_argument("--log-format", choices=LOG_FORMATS, help="log line format")
-    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    common.add_argument(
+        "--log-format", choices=[f.value for f in LogFormat], help="log line format"
+    )
+    common.add_argument("--log-level", choices=[level.value for level in LogLevel])
     common.add_argument(
         "--no-workspace-index",
         action="store_true",
@@ -64,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args, env)
     except ConfigError as exc:
-        print(f"sessiond: {exc}", file=sys.stderr)
+        if args.command == "doctor":  # said the way doctor says every problem
+            from sessiond.doctor import config_problem
+
+            return config_problem(exc)
+        print(f"sessiond: {exc}", file=sys.stderr)  # run, start: the daemon refuses to start
         return 2
 
     def reread() -> Settings:  # SIGHUP: the config file and environment, read again

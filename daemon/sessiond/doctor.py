@@ -16,7 +16,7 @@ from sessionctl.agent import env_sessions_dir, read_registry, registry_dir
 from sessionctl.socket_path import IMPERSONATION_HINT
 
 from sessiond.agentfiles import doctor_problems
-from sessiond.config import Settings
+from sessiond.config import ConfigError, Settings
 from sessiond.logs import redact_urls
 from sessiond.search.store import fts5_missing, index_path
 from sessiond.server.listener import socket_is_live
@@ -223,6 +223,13 @@ def sessions_folders(settings: Settings, env: Mapping[str, str]) -> list[str]:
         registry = registry_dir(env)
         folders += read_registry(registry) if registry else []
     return sorted(set(folders))
+
+
+def config_problem(error: ConfigError) -> int:
+    """A config file (or variable) doctor cannot read: the one problem it reports."""
+    print(f"problem: {redact_urls(str(error))}")
+    print("1 problem(s) found: fix them and run again")
+    return 1
 
 
 def doctor(settings: Settings, env: Mapping[str, str]) -> int:

@@ -14,12 +14,9 @@ import logging
 import resource
 from dataclasses import dataclass, replace
 
-from sessiond.config import Settings
+from sessiond.config import DEFAULTS, Settings
 from sessiond.logs import log_event
 
-MAX_CONNECTIONS = 1024
-IDLE_TIMEOUT_S = 600.0  # a connection with no request for this long is closed
-PARTIAL_LINE_TIMEOUT_S = 30.0  # a request line must be complete within this (slow-loris)
 FD_RESERVE = 128
 """Descriptors kept for everything but connections: session files being read, `sync` cookies,
 inotify, the log, S3 connections, the decoding workers' pipes."""
@@ -27,11 +24,14 @@ inotify, the log, S3 connections, the decoding workers' pipes."""
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-connection limits (config keys of the same names)."""
+    """Per-connection limits (config keys of the same names; defaults in sessiond/config.py).
 
-    max_connections: int = MAX_CONNECTIONS
-    idle_timeout_s: float = IDLE_TIMEOUT_S
-    partial_line_timeout_s: float = PARTIAL_LINE_TIMEOUT_S
+    A connection with no request for `idle_timeout_s` is closed; a request line must be
+    complete within `partial_line_timeout_s` of its first byte (slow-loris)."""
+
+    max_connections: int = DEFAULTS.max_connections
+    idle_timeout_s: float = DEFAULTS.idle_timeout_s
+    partial_line_timeout_s: float = DEFAULTS.partial_line_timeout_s
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:

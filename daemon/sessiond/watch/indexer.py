@@ -30,6 +30,7 @@ from sessionctl.agent import (
 )
 
 from sessiond import memory
+from sessiond.config import DEFAULTS
 from sessiond.index import header_cache
 from sessiond.index.crawl import CrawlPool
 from sessiond.index.loader import HeaderLoader, Loaded, Outcome
@@ -49,7 +50,7 @@ from sessiond.watch.work import Call, Counts, apply_loaded
 PENDING_CHECK_S = 2.0  # how often folders that do not exist yet are looked for
 BATCH_MAX = 4096
 CACHE_SAVE_INTERVAL_S = 60.0  # the persisted header cache is rewritten at most this often
-RECONCILE_INTERVAL_S = 300.0  # a stat-only pass over every folder repairs anything missed
+RECONCILE_INTERVAL_S = DEFAULTS.reconcile_interval_s  # a stat-only pass repairs what was missed
 RETRY_INTERVAL_S = 1.0  # reads deferred for want of descriptors or memory are tried this often
 STALL_S = 120.0
 """The indexer is unhealthy when it has work and has not finished a step of it for this long:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sessiond.config import ConfigError, s3_settings
 from sessiond.sink import s3
 from sessiond.sink.config import MIN_PART_SIZE, SinkConfig
 from sessiond.sink.delta import (
@@ -133,10 +134,10 @@ def test_delta_uploads_can_be_turned_off_in_the_config() -> None:
         "CODETETHER_HISTORY_S3_SECRET_KEY": "s",
     }
     on = SinkConfig.from_env(env)
-    off = SinkConfig.from_env(env, {"delta_uploads": False})
+    off = SinkConfig.from_env(env, s3_settings({"delta_uploads": False}))
     assert on is not None and on.delta_uploads and off is not None and not off.delta_uploads
-    with pytest.raises(ValueError, match="delta_uploads must be true or false"):
-        SinkConfig.from_env(env, {"delta_uploads": 1})
+    with pytest.raises(ConfigError, match=r"s3\.delta_uploads: must be true or false, got 1"):
+        s3_settings({"delta_uploads": 1})
 
 
 def test_the_check_at_start_is_batched_and_rate_limited(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from sessionctl.protocol import Event
+from sessiond.config import ConfigError, s3_settings
 from sessiond.sink import SinkConfig
 from sessiond.sink.errors import FailureKind, Pass, RateLimiter, classify
 from sessiond.sink.faults import NO_FAULTS, Faults, Point
@@ -65,18 +66,25 @@ def test_config_prefix_rules(raw: str, prefix: str) -> None:
 def test_config_settings_and_no_secret_in_repr() -> None:
     config = SinkConfig.from_env(
         {**ENV, "CODETETHER_HISTORY_S3_ENDPOINT": "http://user:pw@minio:9000"},
-        {"region": "eu-west-1", "debounce_s": 1, "concurrency": 2, "addressing_style": "virtual"},
+        s3_settings(
+            {
+                "region": "eu-west-1",
+                "debounce_s": 1,
+                "concurrency": 2,
+                "addressing_style": "virtual",
+            }
+        ),
     )
     assert config is not None
     assert (config.region, config.debounce_s, config.concurrency) == ("eu-west-1", 1.0, 2)
     for text in (repr(config), str(config), config.endpoint_display):
         assert SECRET not in text and "pw" not in text
-    with pytest.raises(ValueError, match="debounce_s"):
-        SinkConfig.from_env(ENV, {"debounce_s": "soon"})
-    with pytest.raises(ValueError, match="unknown setting"):
-        SinkConfig.from_env(ENV, {"debounse_s": 1.0})
-    with pytest.raises(ValueError, match="addressing_style"):
-        SinkConfig.from_env(ENV, {"addressing_style": "sideways"})
+    with pytest.raises(ConfigError, match=r"s3\.debounce_s"):
+        s3_settings({"debounce_s": "soon"})
+    with pytest.raises(ConfigError, match=r"unknown key s3\.debounse_s"):
+        s3_settings({"debounse_s": 1.0})
+    with pytest.raises(ConfigError, match=r"s3\.addressing_style"):
+        s3_settings({"addressing_style": "sideways"})
     bare = SinkConfig.from_env({**ENV, "CODETETHER_HISTORY_S3_ENDPOINT": "minio.local:9000"})
     assert bare is not None and bare.endpoint == "https://minio.local:9000"
 
