@@ -31,7 +31,7 @@ from sessiond.server.server import Server
 from sessiond.service import Heartbeat, StatusText, install_test_faults
 from sessiond.uploads import Uploads
 from sessiond.watch.indexer import Indexer
-from sessiond.watch.roots import Discovery
+from sessiond.watch.served import Discovery
 
 HEARTBEAT_S = 60.0
 
@@ -57,7 +57,7 @@ class Daemon:
             self.index,
             workspace_index=settings.maintain_workspace_index,
             listing_cache=settings.maintain_listing_cache,
-            serves=self.indexer.is_root,
+            serves=self.indexer.is_served,
         )
         self.indexer.add_listener(self.agent_files.on_index_change)
         self.indexer.add_agent_file_hook(self.agent_files.agent_file_changed)

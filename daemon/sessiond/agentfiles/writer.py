@@ -26,7 +26,7 @@ from typing import Any
 from sessionctl.agent import LISTING_CACHE_NAME, WORKSPACE_INDEX_NAME
 from sessionctl.regular import is_transient
 
-from sessiond import memory
+from sessiond import trim_memory
 from sessiond.agentfiles import files, formats
 from sessiond.agentfiles import listing_cache as cache_rules
 from sessiond.agentfiles import workspace_index as index_rules
@@ -75,7 +75,7 @@ class AgentFiles:
         debounce_s: float = DEBOUNCE_S,
         max_delay_s: float = MAX_DELAY_S,
     ) -> None:
-        """`serves(folder)` says whether a folder is still served (indexer.is_root); sessiond
+        """`serves(folder)` says whether a folder is still served (indexer.is_served); sessiond
         writes in no other folder."""
         self._index = index
         self._serves = serves or (lambda _folder: True)
@@ -130,8 +130,8 @@ class AgentFiles:
         """An `Indexer.add_listener` listener."""
         if kind == "removed" and self._kinds:
             with self._cond:
-                self._removed_at[record.root] = time.monotonic()
-        self.notify(record.root)
+                self._removed_at[record.folder] = time.monotonic()
+        self.notify(record.folder)
 
     def agent_file_changed(self, path: str) -> None:
         folder, name = os.path.split(path)
@@ -210,7 +210,7 @@ class AgentFiles:
                     idle = not self._due
                     self._cond.notify_all()
             if idle:
-                memory.trim()  # a pass over many folders leaves its garbage freed
+                trim_memory.trim()  # a pass over many folders leaves its garbage freed
 
     def _sync_folder(self, folder: str) -> None:
         if not self._serves(folder) or not os.path.isdir(folder):

@@ -73,10 +73,10 @@ class HeaderLoader:
     def __init__(self, cached: Iterable[SessionRecord] = ()) -> None:
         self._cached: dict[str, dict[str, SessionRecord]] = {}  # folder -> file stem -> record
         for record in cached:
-            self._cached.setdefault(record.root, {})[record.file_stem] = record
+            self._cached.setdefault(record.folder, {})[record.file_stem] = record
         self._invalid: dict[str, FileVersion] = {}
 
-    def cached_roots(self) -> set[str]:
+    def cached_folders(self) -> set[str]:
         """The folders the persisted cache has sessions in (those the last run served)."""
         return set(self._cached)
 

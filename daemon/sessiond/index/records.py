@@ -97,7 +97,7 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
     and times the agent wrote in the usual form kept as numbers: the text is rebuilt exactly
     (a time written any other way is kept as written)."""
 
-    root: str  # the folder the file is in (interned)
+    folder: str  # the served folder the file is in (interned)
     stem: str | None  # the file name without `.json`; None when it is the session id
     session_id: str
     title: str | None
@@ -119,7 +119,7 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
         doc, meta = decoded.doc, decoded.meta
         folder, stem = split_session_path(path)
         return cls(
-            root=sys.intern(folder),
+            folder=sys.intern(folder),
             stem=None if stem == doc.id else stem,
             session_id=doc.id,
             title=decoded.title,
@@ -160,7 +160,7 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
 
     @property
     def path(self) -> str:
-        return os.path.join(self.root, self.file_name)
+        return os.path.join(self.folder, self.file_name)
 
     @property
     def version(self) -> FileVersion:

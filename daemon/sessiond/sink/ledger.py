@@ -22,8 +22,8 @@ from collections.abc import Iterable
 
 import msgspec
 
+from sessiond.atomicwrite import write_state_file
 from sessiond.logs import log_event
-from sessiond.statefile import write_state_file
 
 LEDGER_NAME = "uploads.ledger"
 _FORMAT = "sessiond-upload-ledger"

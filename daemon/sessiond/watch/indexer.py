@@ -29,9 +29,9 @@ from sessionctl.agent import (
     workspace_sessions_dir,
 )
 
-from sessiond import memory
+from sessiond import trim_memory
 from sessiond.index import header_cache
-from sessiond.index.crawl import CrawlPool
+from sessiond.index.decode_pool import DecodePool
 from sessiond.index.loader import HeaderLoader, Loaded, Outcome
 from sessiond.index.records import SessionRecord, forget_workspace_keys, workspace_keys
 from sessiond.index.store import SessionIndex
@@ -42,7 +42,7 @@ from sessiond.watch.folders import FolderSet
 from sessiond.watch.listeners import ChangeListener, Listeners
 from sessiond.watch.listing import listings, undecodable
 from sessiond.watch.overflow import OverflowTracker
-from sessiond.watch.roots import Discovery, Root, Source, root_key
+from sessiond.watch.served import Discovery, ServedFolder, Source, folder_key
 from sessiond.watch.watcher import FolderWatcher, FsEvent
 from sessiond.watch.work import Call, Counts, apply_loaded
 
@@ -77,7 +77,7 @@ class Indexer:
         self._discovery = discovery
         self._state_dir = state_dir
         self._loader = HeaderLoader()
-        self._crawl = CrawlPool(on_progress=self._progress)
+        self._crawl = DecodePool(on_progress=self._progress)
         self._to_crawl: list[str] = []
         self._building = True  # no change notifications for what the initial build finds
         self._cache = header_cache.CacheKeeper(state_dir, index, CACHE_SAVE_INTERVAL_S)
@@ -85,7 +85,7 @@ class Indexer:
         self._watcher = FolderWatcher(self._queue.put)
         self._barriers = Barriers()
         self._folders = FolderSet(
-            self._watcher, discovery, self._scan_new_root, self._forget_root, self._confine
+            self._watcher, discovery, self._scan_new_folder, self._forget_folder, self._confine
         )
         self._tell = Listeners()
         self._thread = threading.Thread(target=self._run, name="sessiond-indexer", daemon=True)
@@ -173,7 +173,7 @@ class Indexer:
             self._check_pending()
             for folder in [*failed, *self._folders.poll(force=True)]:
                 if self._folders.verify(folder):
-                    self._scan_root(folder, Counts())
+                    self._scan_folder(folder, Counts())
             # A folder no longer watched (gone, or dormant, since the cookie was planted)
             # gives no cookie event: nothing in it is served, so nothing is waited for there.
             for folder in folders:
@@ -185,7 +185,7 @@ class Indexer:
         done = when_all(cookies, self.call(catch_up))
         return done, lambda: self._barriers.abandon(cookies)
 
-    def ensure_root(self, folder: str) -> Future[bool]:
+    def ensure_served(self, folder: str) -> Future[bool]:
         """Serve `folder` (interface §2 source 4) if it is a folder; true when it is served."""
         return self.call(lambda: self._folders.add(folder, Source.WORKSPACE))
 
@@ -208,11 +208,11 @@ class Indexer:
     def watched_folders(self) -> list[str]:
         return self._folders.watched()
 
-    def roots(self) -> list[Root]:
-        return self._folders.roots()
+    def served_folders(self) -> list[ServedFolder]:
+        return self._folders.served_folders()
 
-    def is_root(self, folder: str) -> bool:
-        return self._folders.is_root(folder)
+    def is_served(self, folder: str) -> bool:
+        return self._folders.is_served(folder)
 
     @property
     def registry_polled(self) -> bool:
@@ -237,7 +237,7 @@ class Indexer:
         log_event(
             "index_built",
             sessions=self.index.counts()["sessions"],
-            roots=len(self._folders.roots()),
+            roots=len(self._folders.served_folders()),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         self.ready.set()
@@ -280,7 +280,7 @@ class Indexer:
             if self._stores.is_locator_file(path):  # still there: its row is gone for good
                 self._stores.locator_seen(path)
         for folder in self._stores.due_folders(now):  # the slow timer, and failure retries
-            if self.is_root(folder):
+            if self.is_served(folder):
                 self._poll_store(folder, Counts())
         if self._cache.due(now):
             self._guarded(self._cache.save)
@@ -298,7 +298,7 @@ class Indexer:
         """Scan the polled folders whose stat changed (docs/protocol.md, "status")."""
         for folder in self._folders.poll():
             if self._folders.verify(folder):
-                self._scan_root(folder, Counts())
+                self._scan_folder(folder, Counts())
 
     def _retry_deferred(self) -> None:
         """Read again the files whose read failed for want of descriptors or memory."""
@@ -326,7 +326,7 @@ class Indexer:
     def _initial_build(self) -> None:
         self._add_initial_folders()
         try:
-            self._guarded(lambda: self._scan_roots(self._to_crawl, Counts()))
+            self._guarded(lambda: self._scan_folders(self._to_crawl, Counts()))
         finally:
             self._to_crawl = []
             self._crawl.close()
@@ -337,16 +337,16 @@ class Indexer:
             self._guarded(functools.partial(self._folders.add, folder, source))
         if not self._folders.registry:
             return
-        cached_roots = self._loader.cached_roots()
-        if not cached_roots:
+        cached_folders = self._loader.cached_folders()
+        if not cached_folders:
             self._guarded(lambda: self._folders.watch_registry(read=True))
             return
         # A restart: serve the folders of the last run at once, and read the registry (one
         # file per session: slow with many) right after ready. Its watch starts now, so no
         # pointer written meanwhile is missed, and `sync` waits for the queued read, which
         # drops the folders of the last run that no pointer names any more.
-        cached_roots -= {f for f, _ in self._discovery.initial()}
-        for folder in sorted(cached_roots):
+        cached_folders -= {f for f, _ in self._discovery.initial()}
+        for folder in sorted(cached_folders):
             self._guarded(functools.partial(self._folders.add, folder, Source.REGISTRY))
         self._guarded(lambda: self._folders.watch_registry(read=False))
         self.call(self._folders.read_registry)
@@ -358,7 +358,7 @@ class Indexer:
 
         def flush() -> None:
             for folder in databases:
-                if self.is_root(folder):
+                if self.is_served(folder):
                     self._poll_store(folder, Counts())
             databases.clear()
             for path in changed:
@@ -378,8 +378,8 @@ class Indexer:
                 elif item.kind == "folder_attrib":
                     # Its mode may have changed: a folder readable again is read again now.
                     flush()
-                    if self.is_root(item.path) and self._folders.verify(item.path):
-                        self._scan_root(item.path, Counts())
+                    if self.is_served(item.path) and self._folders.verify(item.path):
+                        self._scan_folder(item.path, Counts())
                 elif item.kind == "overflow":
                     self._overflow(item.path)
                 elif is_cookie(item.path):
@@ -417,12 +417,12 @@ class Indexer:
         self._last_pending_check = time.monotonic()
         self._folders.check_pending()
 
-    def _scan_new_root(self, folder: str) -> int | None:
+    def _scan_new_folder(self, folder: str) -> int | None:
         if self._building:  # the initial build scans all its folders together, afterwards
             self._to_crawl.append(folder)
             return None
         mark = self._barriers.mark()  # the watch is in place: cookies from now give events
-        added = self._scan_root(folder, Counts()).added
+        added = self._scan_folder(folder, Counts()).added
         self._barriers.release_folder(folder, before=mark)  # made unwatched, but scanned now
         return added
 
@@ -439,7 +439,7 @@ class Indexer:
             verdict = judged.get(workspace)
             if verdict is None:
                 own = workspace_sessions_dir(canonicalize(workspace), env)
-                verdict = judged[workspace] = root_key(own) == folder
+                verdict = judged[workspace] = folder_key(own) == folder
             return verdict
 
         self.index.confine(folder, allows)
@@ -456,11 +456,11 @@ class Indexer:
             if keys != record.workspaces:
                 self.index.upsert(msgspec.structs.replace(record, workspaces=keys))
 
-    def _forget_root(self, folder: str) -> None:
+    def _forget_folder(self, folder: str) -> None:
         self._barriers.release_folder(folder)
         self._stores.drop(folder)
         self.index.set_database_folder(folder, False)
-        for record in self.index.remove_root(folder):
+        for record in self.index.remove_folder(folder):
             self._notify("removed", record)
 
     # --- overflows ------------------------------------------------------------------------
@@ -482,8 +482,8 @@ class Indexer:
         counts = Counts()
         for folder in sorted(folders):
             mark = self._barriers.mark()
-            if self.is_root(folder) and self._folders.verify(folder):
-                self._scan_root(folder, counts)
+            if self.is_served(folder) and self._folders.verify(folder):
+                self._scan_folder(folder, counts)
             elif folder == self._folders.registry:
                 self._folders.read_registry()
             # Its cookies' events may be among the lost, or held back: the scan covers them.
@@ -499,27 +499,27 @@ class Indexer:
         self._folders.read_registry()  # drops the folders no pointer names any more
         self._folders.resolve_all()  # follows folders whose path leads elsewhere now
         present = []
-        for folder in [r.path for r in self.roots() if r.watched or r.polled]:
+        for folder in [r.path for r in self.served_folders() if r.watched or r.polled]:
             if os.path.isdir(folder):
                 present.append(folder)
             else:  # removed or moved away without an event we could see
                 self._folders.gone(folder, deleted=True)
         try:
-            self._scan_roots(present, counts)
+            self._scan_folders(present, counts)
         finally:
             self._crawl.close()
         self._rekey_workspaces()
         self.rescans += 1
-        memory.trim()
+        trim_memory.trim()
         self._reconciled_at = time.monotonic()
         duration_ms = round((self._reconciled_at - started) * 1000, 1)
         self._tell.rescanned({"reason": reason, "duration_ms": duration_ms, **counts.as_dict()})
         return counts.as_dict()
 
-    def _scan_root(self, folder: str, counts: Counts) -> Counts:
-        return self._scan_roots([folder], counts)
+    def _scan_folder(self, folder: str, counts: Counts) -> Counts:
+        return self._scan_folders([folder], counts)
 
-    def _scan_roots(self, folders: list[str], counts: Counts) -> Counts:
+    def _scan_folders(self, folders: list[str], counts: Counts) -> Counts:
         """Reconcile folders with the index: stat every session file, and decode the changed
         ones together (on every core when there are many). What a stat settles is applied
         folder by folder, so a restart holds a few folders' stat results at a time, not all."""
@@ -555,7 +555,7 @@ class Indexer:
         # between the read and a single check would keep a file it still holds out of the index.
         if self._stores.claims(path):
             return  # a row holds the slot: the locator (or a legacy file) there does not count
-        if self.is_root(folder) and self._folders.verify(folder):
+        if self.is_served(folder) and self._folders.verify(folder):
             loaded = self._loader.load(path, self.index.by_path(path), reread)
             if loaded.outcome is not Outcome.MISSING or self._folders.verify(folder):
                 self._apply(path, loaded, counts)
