@@ -4,7 +4,7 @@
 Fed by two calls, both cheap and safe from any thread:
 - `notify(folder)`: a session in `folder` was saved or removed, or the folder was (re)scanned;
 - `agent_file_changed(path)`: one of the two files was written or removed by someone. Events
-  of sessiond's own writes are recognised by the file's stamp and ignored, so they cost a
+  of sessiond's own writes are recognised by the file's version and ignored, so they cost a
   `stat`; whatever else wrote the file, the folder is recomputed and fixed if need be.
 A folder is recomputed `debounce_s` after its last change, and never later than `max_delay_s`
 after its first, so a burst of saves costs a few writes and a steady stream one per
@@ -32,7 +32,7 @@ from sessiond.agentfiles import listing_cache as cache_rules
 from sessiond.agentfiles import workspace_index as index_rules
 from sessiond.agentfiles.workspace_index import Changes
 from sessiond.index.database_records import is_stored
-from sessiond.index.records import SessionRecord
+from sessiond.index.records import FileVersion, SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 
@@ -94,7 +94,7 @@ class AgentFiles:
         self._removed_at: dict[str, float] = {}  # folder -> when a session of it last went
         self._busy = False
         self._stopping = False
-        self._own: dict[str, tuple[files.Stamp, bytes]] = {}  # path -> our last write there
+        self._own: dict[str, tuple[FileVersion, bytes]] = {}  # path -> our last write there
         self._failed: dict[str, str] = {}  # path -> why it could not be written
         self._thread = threading.Thread(target=self._run, name="sessiond-agentfiles", daemon=True)
 

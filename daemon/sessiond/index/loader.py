@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 from sessionctl.agent import MAX_SESSION_FILE_BYTES
+from sessionctl.document import InvalidSession
 from sessionctl.regular import FileTooLarge, NotRegularFile, is_transient, read_regular
 from sessionctl.store import is_locator
 
-from sessiond.index.decode import InvalidSession, decode_session
+from sessiond.index.decode import decode_session
 from sessiond.index.records import FileVersion, SessionRecord, split_session_path
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sessionctl.document import InvalidSession
 from sessionctl.regular import read_prefix
 from sessionctl.store import (
     DATABASE_NAME,
@@ -27,7 +28,6 @@ from sessionctl.store import (
 
 from sessiond import trim_memory
 from sessiond.index.database_records import StoredRecord, stored_record
-from sessiond.index.decode import InvalidSession
 from sessiond.index.records import SessionRecord, split_session_path
 from sessiond.logs import log_event
 from sessiond.store.database import Database, DbState
