@@ -28,10 +28,10 @@ from sessionctl import agent
 from sessionctl.scan import directory_matches, file_contains, list_candidates, load_session
 from sessiond.agentfiles import AgentFiles
 from sessiond.index.store import SessionIndex
+from sessiond.watch.fs_event import FsEvent
 from sessiond.watch.indexer import Indexer
+from sessiond.watch.scan_report import Counts
 from sessiond.watch.served import Discovery
-from sessiond.watch.watcher import FsEvent
-from sessiond.watch.work import Counts
 from support.agent_sim import chrono_time
 
 INDEX = agent.WORKSPACE_INDEX_NAME

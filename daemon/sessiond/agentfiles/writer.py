@@ -31,6 +31,7 @@ from sessiond.agentfiles import files, formats
 from sessiond.agentfiles import listing_cache as cache_rules
 from sessiond.agentfiles import workspace_index as index_rules
 from sessiond.agentfiles.workspace_index import Changes
+from sessiond.index.change import Change
 from sessiond.index.database_records import is_stored
 from sessiond.index.records import FileVersion, SessionRecord
 from sessiond.index.store import SessionIndex
@@ -126,9 +127,9 @@ class AgentFiles:
                 due.last = now
             self._cond.notify_all()
 
-    def on_index_change(self, kind: str, record: SessionRecord) -> None:
+    def on_index_change(self, change: Change, record: SessionRecord) -> None:
         """An `Indexer.add_listener` listener."""
-        if kind == "removed" and self._kinds:
+        if change is Change.REMOVED and self._kinds:
             with self._cond:
                 self._removed_at[record.folder] = time.monotonic()
         self.notify(record.folder)
