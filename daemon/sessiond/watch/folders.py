@@ -37,6 +37,10 @@ moved away (it may come back, or a symlink be put in its place). One that was de
 not there when a pointer names it, or whose grace is over, is dormant: not served, not looked
 for, until a pointer's event names it again (the agent writes the pointer on every save) or a
 rescan finds it there."""
+SELF_EVENT_WAIT_S = 2.0
+"""How long a watched folder found gone from its path, its parent still in place, waits for
+its own watch's event to say whether it was deleted or moved (the event may have been lost
+in an overflow) before it is taken as moved away."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class FolderSet:
         self._unwatchable: set[str] = set()
         self._polls: dict[str, Poll] = {}  # polled folder -> its last look
         self._vanished: dict[str, float] = {}  # pending folder -> when it was last there
+        self._leaving: dict[str, float] = {}  # watched folder gone from its path -> since when
         self._registry_polled: Poll | None = None
 
     @property
@@ -254,6 +259,7 @@ class FolderSet:
             self._watcher.unwatch(served.path)
         served.watched = served.polled = False
         self._polls.pop(served.path, None)
+        self._leaving.pop(served.path, None)
         self._forget(served.path)
 
     def gone(self, folder: str, deleted: bool = False) -> None:
@@ -263,6 +269,7 @@ class FolderSet:
         with self._lock:
             served = self._served.get(folder)
         if served is None:  # the registry, or a folder no longer served
+            self._leaving.pop(folder, None)
             self._watcher.unwatch(folder)
             self._forget(folder)  # its cookies too
             return
@@ -279,7 +286,8 @@ class FolderSet:
         if self._watcher.is_watching(folder):
             if self._watcher.still_watching(folder):
                 return True
-            self.gone(folder)
+            if not self._own_event_due(folder):
+                self.gone(folder)
             return False
         with self._lock:
             served = self._served.get(folder)
@@ -289,6 +297,17 @@ class FolderSet:
             return True
         self.gone(folder)
         return False
+
+    def _own_event_due(self, folder: str) -> bool:
+        """Whether the watch of a folder gone from its path is about to say how it went: it
+        left a parent still in place, so it was deleted or renamed itself. The event tells a
+        deleted folder from a moved one, and a deleted folder only the registry names is not
+        looked for again (see PENDING_GRACE_S): taking it for moved now, as a `sync` would
+        before the reader thread queued the event, would keep it served."""
+        if not self._watcher.left_its_parent(folder):
+            return False
+        now = time.monotonic()
+        return now - self._leaving.setdefault(folder, now) < SELF_EVENT_WAIT_S
 
     def check_pending(self) -> None:
         """Serve the folders that exist now (their claims resolved again: a folder replaced

@@ -115,6 +115,7 @@ class FolderWatcher:
         self._inotify: InotifyFD | None = None
         self._watches: dict[str, WatchDescriptor] = {}
         self._identities: dict[str, tuple[int, int]] = {}  # folder -> (st_dev, st_ino) watched
+        self._parents: dict[str, tuple[int, int] | None] = {}  # folder -> its parent's, watched
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -132,6 +133,10 @@ class FolderWatcher:
             if self._inotify is None:
                 raise OSError("the watcher is not running")
             identity = _identity(folder)
+            try:
+                parent: tuple[int, int] | None = _identity(os.path.dirname(folder))
+            except OSError:
+                parent = None
             callback = _FolderCallback(folder, self._deliver)
             wd = self._inotify.add_callback(
                 os.fsencode(folder), WATCH_MASK, callback, _callback_id(folder)
@@ -141,6 +146,7 @@ class FolderWatcher:
                 raise PermissionError(f"cannot watch {folder}: permission denied")
             self._watches[folder] = wd
             self._identities[folder] = identity
+            self._parents[folder] = parent
 
     def still_watching(self, folder: str) -> bool:
         """True when `folder`'s path still leads to the folder its watch is on. A watch follows
@@ -152,10 +158,22 @@ class FolderWatcher:
         except OSError:
             return False
 
+    def left_its_parent(self, folder: str) -> bool:
+        """True when `folder`'s parent is still the folder it was watched in: if `folder` is
+        no longer at its path, it was deleted or renamed itself, and its own watch reports
+        that (deleted or moved away). False when an ancestor moved: no event says so."""
+        with self._lock:
+            parent = self._parents.get(folder)
+        try:
+            return parent is not None and _identity(os.path.dirname(folder)) == parent
+        except OSError:
+            return False
+
     def unwatch(self, folder: str) -> None:
         with self._lock:
             wd = self._watches.pop(folder, None)
             self._identities.pop(folder, None)
+            self._parents.pop(folder, None)
             if wd is not None and self._inotify is not None:
                 try:
                     self._inotify.remove_callbacks([(wd, _callback_id(folder))])
