@@ -19,6 +19,7 @@ from sessionctl.protocol import Event, event_message
 
 from sessiond.agentfiles import AgentFiles
 from sessiond.config import ConfigError, Settings
+from sessiond.index.change import Change
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
@@ -34,7 +35,7 @@ from sessiond.sinkwiring import Uploads
 from sessiond.systemd.heartbeat import Heartbeat
 from sessiond.systemd.notify import Notifier
 from sessiond.watch.indexer import Indexer
-from sessiond.watch.roots import Discovery
+from sessiond.watch.served import Discovery
 
 HEARTBEAT_S = 60.0
 
@@ -60,7 +61,7 @@ class Daemon:
             self.index,
             workspace_index=settings.maintain_workspace_index,
             listing_cache=settings.maintain_listing_cache,
-            serves=self.indexer.is_root,
+            serves=self.indexer.is_served,
         )
         self.indexer.add_listener(self.agent_files.on_index_change)
         self.indexer.add_agent_file_hook(self.agent_files.agent_file_changed)
@@ -81,10 +82,10 @@ class Daemon:
         ops.agent_files = self.agent_files
         ops.search = self.search
         ops.remote = uploads.remote_service(self.settings, self.env)
-        self.indexer.add_listener(lambda kind, record: hub.publish(_index_event(kind, record)))
+        self.indexer.add_listener(lambda change, record: hub.publish(_index_event(change, record)))
         self.indexer.add_listener(uploads.on_index_change)
         self.indexer.add_rescan_listener(
-            lambda summary: hub.publish(event_message(Event.RESCAN, summary))
+            lambda summary: hub.publish(event_message(Event.RESCAN, summary.fields()))
         )
         sock = self._listening_socket()
         log_event(
@@ -211,8 +212,8 @@ class Daemon:
             )
 
 
-def _index_event(kind: str, record: SessionRecord) -> dict[str, object]:
-    event = Event.SESSION_SAVED if kind == "saved" else Event.SESSION_REMOVED
+def _index_event(change: Change, record: SessionRecord) -> dict[str, object]:
+    event = Event.SESSION_SAVED if change is Change.SAVED else Event.SESSION_REMOVED
     return event_message(
         event,
         {

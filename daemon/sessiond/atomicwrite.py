@@ -1,6 +1,7 @@
-"""The shared steps of writing a file through a temporary and a rename: write it all, fsync
-it, remove the temporary if anything fails, fsync the folder. Each caller keeps its own rules
-(naming, mode, whether a file may be replaced) around these steps."""
+"""Writing a file through a temporary and a rename: the shared steps (write it all, fsync it,
+remove the temporary if anything fails, fsync the folder), and sessiond's own state files
+built from them. Each other caller keeps its own rules (naming, mode, whether a file may be
+replaced) around these steps."""
 
 from __future__ import annotations
 
@@ -45,3 +46,18 @@ def fsync_folder(folder: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_state_file(path: str, data: bytes) -> None:
+    """Atomically replace `path` with `data` (mode 0600): a crash leaves either the old or the
+    new file, never a torn one. Only for sessiond's state files (header cache, upload ledger,
+    catalog) in the state folder; the agent's folders get agentfiles' own writer. Raises
+    OSError on failure."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with removed_on_failure(tmp):
+        write_synced(fd, data)
+        os.replace(tmp, path)
+    fsync_folder(folder)

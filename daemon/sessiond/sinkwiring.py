@@ -12,6 +12,7 @@ from typing import Any
 from sessionctl.protocol import ErrorCode, ProtocolError, event_message
 
 from sessiond.config import ConfigError, Settings
+from sessiond.index.change import Change
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
@@ -92,9 +93,9 @@ class Uploads(UploadStatus):
     def enabled(self) -> bool:
         return self._sink is not None
 
-    def on_index_change(self, kind: str, record: SessionRecord) -> None:
+    def on_index_change(self, change: Change, record: SessionRecord) -> None:
         """Indexer listener: every saved session is (re)considered for upload."""
-        if self._sink is not None and kind == "saved" and self._dead is None:
+        if self._sink is not None and change is Change.SAVED and self._dead is None:
             self._sink.notify(record.session_id)
 
     def start(self, known_ids: Iterable[str]) -> None:

@@ -28,10 +28,10 @@ from sessionctl import agent
 from sessionctl.scan import directory_matches, file_contains, list_candidates, load_session
 from sessiond.agentfiles import AgentFiles
 from sessiond.index.store import SessionIndex
+from sessiond.watch.fs_event import FsEvent
 from sessiond.watch.indexer import Indexer
-from sessiond.watch.roots import Discovery
-from sessiond.watch.watcher import FsEvent
-from sessiond.watch.work import Counts
+from sessiond.watch.scan_report import Counts
+from sessiond.watch.served import Discovery
 
 from tests.support.agent_sim import chrono_time
 
@@ -53,8 +53,8 @@ class HookedIndexer(Indexer):
                 self.files.agent_file_changed(item.path)
         super()._process(batch)
 
-    def _scan_root(self, folder: str, counts: Counts) -> Counts:
-        result = super()._scan_root(folder, counts)
+    def _scan_folder(self, folder: str, counts: Counts) -> Counts:
+        result = super()._scan_folder(folder, counts)
         self.files.notify(folder)
         return result
 
@@ -91,7 +91,7 @@ def running(
         index,
         workspace_index=workspace_index,
         listing_cache=listing_cache,
-        serves=lambda folder: holder[0].is_root(folder),
+        serves=lambda folder: holder[0].is_served(folder),
         **timing,  # type: ignore[arg-type]
     )
     discovery = Discovery(tuple(folders), False, env)

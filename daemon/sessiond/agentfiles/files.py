@@ -21,17 +21,13 @@ TMP_PREFIX = ".sessiond-tmp-"
 MAX_READ_BYTES = 256 << 20  # a bigger sidecar is nothing the agent wrote: replace it unread
 
 
-# A written file's version, to recognise sessiond's own writes: the index's FileVersion.
-Stamp = FileVersion
-
-
 def tmp_path(folder: str, name: str) -> str:
     return os.path.join(folder, f"{TMP_PREFIX}{name.lstrip('.')}-{os.getpid()}")
 
 
-def stamp(path: str) -> Stamp | None:
+def file_version(path: str) -> FileVersion | None:
     try:
-        return Stamp.of(os.stat(path))
+        return FileVersion.of(os.stat(path))
     except OSError:
         return None
 
@@ -40,15 +36,15 @@ def digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-def is_unchanged(path: str, written: Stamp, written_digest: bytes) -> bool:
-    """Whether `path` still holds what sessiond wrote. The stamp alone could be fooled: the
+def is_unchanged(path: str, written: FileVersion, written_digest: bytes) -> bool:
+    """Whether `path` still holds what sessiond wrote. The file version alone could be fooled: the
     agent rewrites the listing cache in place (same inode), and within one timestamp tick a
     rewrite of the same size keeps the mtime, so the bytes are compared too."""
     try:
         st, data = read_regular(path, written.size)
     except OSError:  # gone, replaced by something larger, or no regular file
         return False
-    return Stamp.of(st) == written and digest(data) == written_digest
+    return FileVersion.of(st) == written and digest(data) == written_digest
 
 
 def read(path: str) -> bytes | None:
@@ -63,8 +59,8 @@ def read(path: str) -> bytes | None:
         return b""
 
 
-def replace(folder: str, name: str, data: bytes) -> Stamp:
-    """Write `data` to a temporary of our own and rename it onto `folder/name`; the stamp of
+def replace(folder: str, name: str, data: bytes) -> FileVersion:
+    """Write `data` to a temporary of our own and rename it onto `folder/name`; the version of
     the new file. Nothing is left behind on failure."""
     tmp = tmp_path(folder, name)
     target = os.path.join(folder, name)
@@ -77,7 +73,7 @@ def replace(folder: str, name: str, data: bytes) -> Stamp:
             except FileNotFoundError:
                 pass
             write_all(fd, data)
-            written = Stamp.of(os.fstat(fd))
+            written = FileVersion.of(os.fstat(fd))
         finally:
             os.close(fd)
         os.replace(tmp, target)

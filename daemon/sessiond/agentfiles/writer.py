@@ -4,7 +4,7 @@
 Fed by two calls, both cheap and safe from any thread:
 - `notify(folder)`: a session in `folder` was saved or removed, or the folder was (re)scanned;
 - `agent_file_changed(path)`: one of the two files was written or removed by someone. Events
-  of sessiond's own writes are recognised by the file's stamp and ignored, so they cost a
+  of sessiond's own writes are recognised by the file's version and ignored, so they cost a
   `stat`; whatever else wrote the file, the folder is recomputed and fixed if need be.
 A folder is recomputed `debounce_s` after its last change, and never later than `max_delay_s`
 after its first, so a burst of saves costs a few writes and a steady stream one per
@@ -26,13 +26,14 @@ from typing import Any
 from sessionctl.agent import LISTING_CACHE_NAME, WORKSPACE_INDEX_NAME
 from sessionctl.regular import is_transient
 
-from sessiond import memory
+from sessiond import trim_memory
 from sessiond.agentfiles import files, formats
 from sessiond.agentfiles import listing_cache as cache_rules
 from sessiond.agentfiles import workspace_index as index_rules
 from sessiond.agentfiles.workspace_index import Changes
+from sessiond.index.change import Change
 from sessiond.index.database_records import is_stored
-from sessiond.index.records import SessionRecord
+from sessiond.index.records import FileVersion, SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 
@@ -75,7 +76,7 @@ class AgentFiles:
         debounce_s: float = DEBOUNCE_S,
         max_delay_s: float = MAX_DELAY_S,
     ) -> None:
-        """`serves(folder)` says whether a folder is still served (indexer.is_root); sessiond
+        """`serves(folder)` says whether a folder is still served (indexer.is_served); sessiond
         writes in no other folder."""
         self._index = index
         self._serves = serves or (lambda _folder: True)
@@ -94,7 +95,7 @@ class AgentFiles:
         self._removed_at: dict[str, float] = {}  # folder -> when a session of it last went
         self._busy = False
         self._stopping = False
-        self._own: dict[str, tuple[files.Stamp, bytes]] = {}  # path -> our last write there
+        self._own: dict[str, tuple[FileVersion, bytes]] = {}  # path -> our last write there
         self._failed: dict[str, str] = {}  # path -> why it could not be written
         self._thread = threading.Thread(target=self._run, name="sessiond-agentfiles", daemon=True)
 
@@ -126,12 +127,12 @@ class AgentFiles:
                 due.last = now
             self._cond.notify_all()
 
-    def on_index_change(self, kind: str, record: SessionRecord) -> None:
+    def on_index_change(self, change: Change, record: SessionRecord) -> None:
         """An `Indexer.add_listener` listener."""
-        if kind == "removed" and self._kinds:
+        if change is Change.REMOVED and self._kinds:
             with self._cond:
-                self._removed_at[record.root] = time.monotonic()
-        self.notify(record.root)
+                self._removed_at[record.folder] = time.monotonic()
+        self.notify(record.folder)
 
     def agent_file_changed(self, path: str) -> None:
         folder, name = os.path.split(path)
@@ -210,7 +211,7 @@ class AgentFiles:
                     idle = not self._due
                     self._cond.notify_all()
             if idle:
-                memory.trim()  # a pass over many folders leaves its garbage freed
+                trim_memory.trim()  # a pass over many folders leaves its garbage freed
 
     def _sync_folder(self, folder: str) -> None:
         if not self._serves(folder) or not os.path.isdir(folder):

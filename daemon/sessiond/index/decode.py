@@ -22,7 +22,7 @@ from sessionctl.agent import (
     cut_tail,
     parse_rfc3339_ns,
 )
-from sessionctl.document import message_page
+from sessionctl.document import InvalidSession, message_page
 
 SLICES_BUDGET_BYTES = 64 << 20
 """A header is decoded with one slice per array element (fast) while that costs at most this
@@ -30,10 +30,6 @@ much or four times the file (~56 bytes a slice, counted from the file's commas, 
 bound on its elements); beyond, the elements are counted by `count_elements`, slower but in
 about one more copy of the file. So a header never costs more than ~5 times its file."""
 _SLICE_COST = 56
-
-
-class InvalidSession(ValueError):
-    """The bytes are not a session the agent could load."""
 
 
 class _Metadata(msgspec.Struct, kw_only=True):

@@ -13,12 +13,12 @@ from typing import Annotated
 
 import msgspec
 
-from sessiond import memory
+from sessiond import trim_memory
+from sessiond.atomicwrite import write_state_file
 from sessiond.index.database_records import is_stored
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
-from sessiond.statefile import write_state_file
 
 CACHE_NAME = "headers.msgpack"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -36,7 +36,7 @@ class _Columns(msgspec.Struct, gc=False):
     daemon ~40 % more resident memory after a restart. Strings many records share are stored
     once in tables and referred to by index."""
 
-    root: list[Index]
+    folder: list[Index] = msgspec.field(name="root")  # the file keeps its key
     stem: list[str | None]
     session_id: list[str]
     title: list[str | None]
@@ -77,7 +77,7 @@ def _columns(
         return [strings.setdefault(v, len(strings)) for v in values]
 
     columns = _Columns(
-        root=indexes([r.root for r in records]),
+        folder=indexes([r.folder for r in records]),
         stem=[r.stem for r in records],
         session_id=[r.session_id for r in records],
         title=[r.title for r in records],
@@ -104,11 +104,11 @@ def _records(cache: _CacheFile) -> list[SessionRecord]:
         raise ValueError("columns of different lengths")
     strings = [None if s is None else sys.intern(s) for s in cache.strings]
     keys = [tuple(sys.intern(k) for k in ks) for ks in cache.workspaces]
-    roots = [strings[i] for i in c.root]
+    folders = [strings[i] for i in c.folder]
     agents = [strings[i] for i in c.agent]
-    if None in roots or None in agents:
+    if None in folders or None in agents:
         raise ValueError("a record without its folder or agent")
-    rows = zip(roots, c.stem, c.session_id, c.title, c.created, c.updated,
+    rows = zip(folders, c.stem, c.session_id, c.title, c.created, c.updated,
                [strings[i] for i in c.directory], agents, [strings[i] for i in c.model],
                [keys[i] for i in c.workspaces],
                [dev << 64 | ino for dev, ino in zip(c.dev, c.ino, strict=True)],
@@ -179,4 +179,4 @@ class CacheKeeper:
             log_event("header_cache_save_failed", logging.ERROR, error=repr(exc)[:200])
             return
         self._saved_seq = seq
-        memory.trim()  # the encoding, and the garbage of a build or rescan, are freed by now
+        trim_memory.trim()  # the encoding, and the garbage of a build or rescan, are freed by now

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 from sessionctl.agent import MAX_SESSION_FILE_BYTES
+from sessionctl.document import InvalidSession
 from sessionctl.regular import FileTooLarge, NotRegularFile, is_transient, read_regular
 from sessionctl.store import is_locator
 
-from sessiond.index.decode import InvalidSession, decode_session
+from sessiond.index.decode import decode_session
 from sessiond.index.records import FileVersion, SessionRecord, split_session_path
 
 
@@ -73,10 +74,10 @@ class HeaderLoader:
     def __init__(self, cached: Iterable[SessionRecord] = ()) -> None:
         self._cached: dict[str, dict[str, SessionRecord]] = {}  # folder -> file stem -> record
         for record in cached:
-            self._cached.setdefault(record.root, {})[record.file_stem] = record
+            self._cached.setdefault(record.folder, {})[record.file_stem] = record
         self._invalid: dict[str, FileVersion] = {}
 
-    def cached_roots(self) -> set[str]:
+    def cached_folders(self) -> set[str]:
         """The folders the persisted cache has sessions in (those the last run served)."""
         return set(self._cached)
 

@@ -24,7 +24,10 @@ _encoder = msgspec.json.Encoder()
 
 
 class FileVersion(NamedTuple):
-    """A file version: the header cache is keyed by it, so a file is decoded once per version."""
+    """What identifies one version of a file without reading it: the header cache is keyed by
+    it (a file is decoded once per version), agentfiles recognises its own writes by it, and
+    the sink and the catalog compare it with what they uploaded. A database row has none: its
+    revision stands in (`sink.history.row_version`)."""
 
     dev: int
     ino: int
@@ -34,6 +37,15 @@ class FileVersion(NamedTuple):
     @classmethod
     def of(cls, st: os.stat_result) -> FileVersion:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def without_device(self) -> FileVersion:
+        """The version as the upload ledger and the catalog keep it (inode, size, mtime): a
+        device number need not survive a reboot or a restore on another machine."""
+        return self._replace(dev=0)
+
+    def same_file(self, ino: int, size: int, mtime_ns: int) -> bool:
+        """Whether this is the version the ledger or the catalog recorded, device aside."""
+        return (self.ino, self.size, self.mtime_ns) == (ino, size, mtime_ns)
 
 
 def workspace_keys(directory: str | None) -> tuple[str, ...]:
@@ -97,7 +109,7 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
     and times the agent wrote in the usual form kept as numbers: the text is rebuilt exactly
     (a time written any other way is kept as written)."""
 
-    root: str  # the folder the file is in (interned)
+    folder: str  # the served folder the file is in (interned)
     stem: str | None  # the file name without `.json`; None when it is the session id
     session_id: str
     title: str | None
@@ -119,7 +131,7 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
         doc, meta = decoded.doc, decoded.meta
         folder, stem = split_session_path(path)
         return cls(
-            root=sys.intern(folder),
+            folder=sys.intern(folder),
             stem=None if stem == doc.id else stem,
             session_id=doc.id,
             title=decoded.title,
@@ -160,7 +172,7 @@ class SessionRecord(msgspec.Struct, gc=False, eq=False):
 
     @property
     def path(self) -> str:
-        return os.path.join(self.root, self.file_name)
+        return os.path.join(self.folder, self.file_name)
 
     @property
     def version(self) -> FileVersion:

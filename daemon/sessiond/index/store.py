@@ -44,9 +44,9 @@ class SessionIndex:
     def upsert(self, record: SessionRecord) -> SessionRecord | None:
         """Index `record`, replacing the one at its path; return the replaced one."""
         with self._lock:
-            folder = self._folders.get(record.root)
+            folder = self._folders.get(record.folder)
             if folder is None:
-                folder = self._folders[record.root] = {}
+                folder = self._folders[record.folder] = {}
             stem = record.file_stem
             old = folder.get(stem)
             if old is not None:
@@ -61,7 +61,7 @@ class SessionIndex:
             return old
 
     def _answers(self, record: SessionRecord) -> Iterable[str]:
-        allows = self._confined.get(record.root) if self._confined else None
+        allows = self._confined.get(record.folder) if self._confined else None
         if allows is None:
             return record.workspaces
         return [k for k in record.workspaces if allows(k)]
@@ -124,9 +124,9 @@ class SessionIndex:
             self._best.clear()
             self.seq += 1
 
-    def remove_root(self, root: str) -> list[SessionRecord]:
+    def remove_folder(self, folder: str) -> list[SessionRecord]:
         with self._lock:
-            return [r for r in self.records_under(root) if self.remove(r.path)]
+            return [r for r in self.records_under(folder) if self.remove(r.path)]
 
     def _unlink(self, record: SessionRecord) -> None:
         self._unlink_id(record)
@@ -193,7 +193,7 @@ class SessionIndex:
 
     def _first(self, members: list[SessionRecord]) -> SessionRecord:
         """The agent's first: by file time, or by `updated_at` once a database is involved."""
-        if self._db_folders and any(r.root in self._db_folders for r in members):
+        if self._db_folders and any(r.folder in self._db_folders for r in members):
             return max(members, key=answer_order)
         return max(members, key=lambda r: r.resume_key)
 

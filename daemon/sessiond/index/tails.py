@@ -13,14 +13,11 @@ from dataclasses import dataclass
 
 import msgspec
 from sessionctl.agent import MAX_SESSION_FILE_BYTES
+from sessionctl.document import InvalidSession
 from sessionctl.regular import read_regular
 
 from sessiond.index.database_records import StoredRecord
-from sessiond.index.decode import (
-    InvalidSession,
-    decode_session,
-    windowed_session,
-)
+from sessiond.index.decode import decode_session, windowed_session
 from sessiond.index.records import FileVersion, SessionRecord
 from sessiond.store.export import StoredUnavailable, stored_tail
 

@@ -24,12 +24,12 @@ from typing import Any
 import msgspec
 from sessionctl.agent import format_rfc3339_ns
 
+from sessiond.atomicwrite import write_state_file
 from sessiond.logs import log_event
 from sessiond.remote import layout
 from sessiond.sink import s3
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.errors import classify
-from sessiond.statefile import write_state_file
 
 CATALOG_FORMAT = "sessiond-catalog"
 CATALOG_VERSION = 1

@@ -14,7 +14,7 @@ import re
 import socket
 import uuid
 
-from sessiond.statefile import write_state_file
+from sessiond.atomicwrite import write_state_file
 
 HEAD = "head.json"  # every top-level field but the arrays, raw, and the key order
 PAGES = "pages.jsonl"  # one page a line

@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sessiond.index.decode import InvalidSession, decode_session
+from sessionctl.document import InvalidSession
+
+from sessiond.index.decode import decode_session
 from sessiond.index.records import FileVersion, SessionRecord
 from sessiond.remote import layout
 from sessiond.remote.catalog import CatalogEntry, CatalogKeeper, ObjectRef
@@ -24,7 +26,7 @@ from sessiond.remote.split import SplitError, cut
 from sessiond.sink import s3
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.delta import abort_left_open, eligible, upload_delta
-from sessiond.sink.history import FileStat, History, UnreadableSession, fingerprint
+from sessiond.sink.history import History, UnreadableSession, fingerprint
 from sessiond.sink.ledger import Ledger, LedgerEntry
 
 REMOTE_LEDGER_NAME = "remote.ledger"
@@ -60,12 +62,12 @@ class RemoteParts:
         self.catalog.load()
         self.catalog.start(client, known_ids)
 
-    def needs(self, session_id: str, stat: FileStat | None) -> bool:
+    def needs(self, session_id: str, stat: FileVersion | None) -> bool:
         """Whether the catalog does not describe the file as it stands."""
         entry = self.catalog.get(session_id)
         if entry is None or stat is None:
             return True
-        return entry.source != (stat.ino, stat.size, stat.mtime_ns)
+        return not stat.same_file(*entry.source)
 
     def prepare(self, client: Any, session_id: str, history: History) -> Prepared:
         """Upload the parts of `history`'s file that changed. Raises UnreadableSession for a
@@ -78,7 +80,7 @@ class RemoteParts:
             raise UnreadableSession(str(exc)) from None
         st = history.stat
         record = SessionRecord.from_decoded(
-            "/" + session_id + ".json", FileVersion(0, st.ino, st.size, st.mtime_ns), decoded
+            "/" + session_id + ".json", st.without_device(), decoded
         )
         header = record.header()
         header["path"] = history.path or header["path"]
@@ -104,7 +106,7 @@ class RemoteParts:
         session_id: str,
         name: str,
         body: bytes,
-        st: FileStat,
+        st: FileVersion,
         prepared: Prepared,
     ) -> ObjectRef:
         key = layout.part_key(self._config.prefix, session_id, self._instance, name)
@@ -153,7 +155,7 @@ class RemoteParts:
         prepared.uploaded.append(name)
         return ref
 
-    def publish(self, session_id: str, prepared: Prepared, stat: FileStat) -> None:
+    def publish(self, session_id: str, prepared: Prepared, stat: FileVersion) -> None:
         """Both the parts and the history are in the store: name them in the catalog."""
         with self._counts_lock:
             self._sent += prepared.sent

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sessiond.index.change import Change
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
@@ -116,7 +117,7 @@ class SearchService:
 
     # --- fed by the indexer (its thread) -------------------------------------------------
 
-    def on_index_change(self, kind: str, record: SessionRecord) -> None:
+    def on_index_change(self, change: Change, record: SessionRecord) -> None:
         with self._lock:
             self._seq += 1
             self._backlog.pop(record.path, None)

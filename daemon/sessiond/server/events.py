@@ -11,7 +11,13 @@ import asyncio
 from typing import Any
 
 SUBSCRIBER_BACKLOG = 10_000
-_CLOSED = object()
+
+
+class _Closed:
+    """Put on a dropped subscriber's queue in place of a message: its stream ends."""
+
+
+_CLOSED = _Closed()
 
 
 class EventHub:
@@ -43,4 +49,4 @@ class EventHub:
 
     @staticmethod
     def is_closed(message: Any) -> bool:
-        return message is _CLOSED
+        return isinstance(message, _Closed)

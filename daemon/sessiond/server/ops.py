@@ -122,7 +122,7 @@ class Ops:
 
     async def op_status(self, args: Fields) -> Fields:
         counts = self.index.counts()
-        roots = {r.path: r for r in self.indexer.roots()}
+        roots = {r.path: r for r in self.indexer.served_folders()}
         per_root = counts["roots"]
         assert isinstance(per_root, dict)
         return {
@@ -210,8 +210,8 @@ class Ops:
             if plan.action == Action.CREATED:
                 await asyncio.to_thread(remote.write, rebuilt, args["id"])
             folder = os.path.realpath(rebuilt.folder)
-            if not self.indexer.is_root(folder):
-                await asyncio.wrap_future(self.indexer.ensure_root(folder))
+            if not self.indexer.is_served(folder):
+                await asyncio.wrap_future(self.indexer.ensure_served(folder))
             await self._barrier(None)  # resume finds it as soon as we answer
             record = self.index.by_path(plan.path)
             if record is not None:
@@ -280,8 +280,8 @@ class Ops:
         if len(self._workspace_checked) > 10_000:
             self._workspace_checked.clear()
         self._workspace_checked[workspace] = now
-        if not self.indexer.is_root(os.path.realpath(folder)) and os.path.isdir(folder):
-            await asyncio.wrap_future(self.indexer.ensure_root(folder))
+        if not self.indexer.is_served(os.path.realpath(folder)) and os.path.isdir(folder):
+            await asyncio.wrap_future(self.indexer.ensure_served(folder))
 
     async def _answer(
         self,

@@ -30,7 +30,7 @@ from sessionctl.protocol import (
     peek_req,
 )
 
-from sessiond import memory
+from sessiond import trim_memory
 from sessiond.logs import log_event
 from sessiond.server.events import EventHub
 from sessiond.server.limits import Limits, fit_descriptors
@@ -269,7 +269,7 @@ class Server:
 
     def _trim_now(self) -> None:
         self._trim = None
-        memory.trim()
+        trim_memory.trim()
 
     async def _handle(self, line: bytes) -> tuple[Request | None, bytearray]:
         """Answer one request line; never raises."""

@@ -19,6 +19,7 @@ import msgspec
 from sessionctl.agent import MAX_SESSION_FILE_BYTES
 from sessionctl.regular import read_regular
 
+from sessiond.index.records import FileVersion
 from sessiond.store.export import StoredUnavailable, stored_document, stored_revision
 
 # serde_json writes every message starting with its first field, the role, as a string.
@@ -41,23 +42,10 @@ class UnreadableSession(Exception):
     """The file is not a whole session (torn, truncated, garbage): never upload it."""
 
 
-@dataclass(frozen=True)
-class FileStat:
-    """What identifies one version of a file without reading it (compared on start)."""
-
-    ino: int
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> FileStat:
-        return cls(ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
-
-
 @dataclass
 class History:
     body: bytes
-    stat: FileStat
+    stat: FileVersion  # of the file it was read from, or its database row's (row_version)
     messages: int
     reencoded: bool
     document: bytes = field(default=b"", repr=False, compare=False)  # the file's bytes
@@ -91,18 +79,18 @@ def fingerprint(body: bytes | memoryview) -> str:
     return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
-def row_version(revision: int) -> FileStat:
+def row_version(revision: int) -> FileVersion:
     """No file version identifies a database row: its revision stands in for one."""
-    return FileStat(ino=0, size=revision, mtime_ns=0)
+    return FileVersion(dev=0, ino=0, size=revision, mtime_ns=0)
 
 
-def stat_file(path: str) -> FileStat | None:
+def stat_file(path: str) -> FileVersion | None:
     """The version of the session at `path`: its file's, or its database row's revision."""
     revision = stored_revision(path)
     if revision is not None:
         return row_version(revision)
     try:
-        return FileStat.of(os.stat(path))
+        return FileVersion.of(os.stat(path))
     except OSError:
         return None
 
@@ -128,7 +116,7 @@ def read_history(path: str) -> History:
             path=path,
         )
     st, data = read_regular(path, MAX_SESSION_FILE_BYTES)  # never a FIFO, a device, a huge file
-    stat = FileStat.of(st)
+    stat = FileVersion.of(st)
     body, reencoded, count = history_body(data)
     return History(
         body=body, stat=stat, messages=count, reencoded=reencoded, document=data, path=path

@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 import msgspec
 
+from sessiond.atomicwrite import write_state_file
 from sessiond.logs import log_event
-from sessiond.statefile import write_state_file
 
 LEDGER_NAME = "uploads.ledger"
 _FORMAT = "sessiond-upload-ledger"

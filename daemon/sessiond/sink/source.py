@@ -12,8 +12,9 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from sessiond.index.records import FileVersion
 from sessiond.logs import log_event
-from sessiond.sink.history import FileStat, History, read_history, stat_file
+from sessiond.sink.history import History, read_history, stat_file
 
 
 class SessionGone(Exception):
@@ -24,7 +25,7 @@ class HistorySource(Protocol):
     def where(self, session_id: str) -> str | None:
         """A name for the session's storage, for messages; None when the session is unknown."""
 
-    def version(self, session_id: str) -> FileStat | None:
+    def version(self, session_id: str) -> FileVersion | None:
         """What identifies the session's current version without reading it; None: unknown."""
 
     def read(self, session_id: str) -> History:
@@ -45,7 +46,7 @@ class FileSource:
             log_event("sink_error", logging.ERROR, where="locate", error=type(exc).__name__)
             return None
 
-    def version(self, session_id: str) -> FileStat | None:
+    def version(self, session_id: str) -> FileVersion | None:
         path = self.where(session_id)
         return None if path is None else stat_file(path)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from sessionctl.document import InvalidSession
 from sessionctl.store import (
     StoredSession,
     StoreError,
@@ -22,7 +23,7 @@ from sessionctl.store import (
 )
 
 from sessiond.index.database_records import StoredRecord, stored_record
-from sessiond.index.decode import InvalidSession, decode_session
+from sessiond.index.decode import decode_session
 from sessiond.index.records import split_session_path
 from sessiond.store.follow import SHARED, StoreSet
 

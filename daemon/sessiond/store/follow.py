@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sessionctl.document import InvalidSession
 from sessionctl.regular import read_prefix
 from sessionctl.store import (
     DATABASE_NAME,
@@ -25,9 +26,8 @@ from sessionctl.store import (
     is_locator,
 )
 
-from sessiond import memory
+from sessiond import trim_memory
 from sessiond.index.database_records import StoredRecord, stored_record
-from sessiond.index.decode import InvalidSession
 from sessiond.index.records import SessionRecord, split_session_path
 from sessiond.logs import log_event
 from sessiond.store.database import Database, DbState
@@ -116,7 +116,7 @@ class StoreSet:
             with self._lock:
                 self._dbs.pop(folder, None)
         if len(diff.changed) >= TRIM_AFTER_ROWS:
-            memory.trim()  # reading many headers leaves the heap full of freed holes
+            trim_memory.trim()  # reading many headers leaves the heap full of freed holes
         return applied
 
     def _index_row(

@@ -28,7 +28,7 @@ from sessionctl.agent import POINTER_SUFFIX, SESSIONS_DIR_NAME, pointer_target_d
 
 from sessiond.logs import log_event
 from sessiond.watch.polling import NOT_THERE, POLL_INTERVAL_S, Look, Poll
-from sessiond.watch.roots import Discovery, Root, Source, root_key
+from sessiond.watch.served import Discovery, ServedFolder, Source, folder_key
 from sessiond.watch.watcher import FolderWatcher
 
 PENDING_GRACE_S = 60.0
@@ -37,6 +37,10 @@ moved away (it may come back, or a symlink be put in its place). One that was de
 not there when a pointer names it, or whose grace is over, is dormant: not served, not looked
 for, until a pointer's event names it again (the agent writes the pointer on every save) or a
 rescan finds it there."""
+SELF_EVENT_WAIT_S = 2.0
+"""How long a watched folder found gone from its path, its parent still in place, waits for
+its own watch's event to say whether it was deleted or moved (the event may have been lost
+in an overflow) before it is taken as moved away."""
 
 
 @dataclass(frozen=True)
@@ -71,13 +75,14 @@ class FolderSet:
         self._scan = scan
         self._forget = forget
         self._confine = confine
-        self._roots: dict[str, Root] = {}
+        self._served: dict[str, ServedFolder] = {}
         self._claims: dict[Claim, str] = {}  # claim -> the folder it resolves to
         self._by_folder: dict[str, set[Claim]] = {}  # and back
         self._lock = threading.Lock()
         self._unwatchable: set[str] = set()
         self._polls: dict[str, Poll] = {}  # polled folder -> its last look
         self._vanished: dict[str, float] = {}  # pending folder -> when it was last there
+        self._leaving: dict[str, float] = {}  # watched folder gone from its path -> since when
         self._registry_polled: Poll | None = None
 
     @property
@@ -89,7 +94,7 @@ class FolderSet:
     def watched(self) -> list[str]:
         """Every watched folder, the registry too: where `sync` plants its cookies."""
         with self._lock:
-            folders = [r.path for r in self._roots.values() if r.watched]
+            folders = [r.path for r in self._served.values() if r.watched]
         if self.registry and self._watcher.is_watching(self.registry):
             folders.append(self.registry)
         return folders
@@ -97,15 +102,18 @@ class FolderSet:
     def polled(self) -> list[str]:
         """Every polled folder: `sync` scans these instead of waiting on cookies."""
         with self._lock:
-            return [r.path for r in self._roots.values() if r.polled]
+            return [r.path for r in self._served.values() if r.polled]
 
-    def roots(self) -> list[Root]:
+    def served_folders(self) -> list[ServedFolder]:
         with self._lock:
-            return [Root(r.path, set(r.sources), r.watched, r.polled) for r in self._roots.values()]
+            return [
+                ServedFolder(r.path, set(r.sources), r.watched, r.polled)
+                for r in self._served.values()
+            ]
 
-    def is_root(self, folder: str) -> bool:
+    def is_served(self, folder: str) -> bool:
         with self._lock:
-            return folder in self._roots
+            return folder in self._served
 
     # --- changes (indexer thread) ---------------------------------------------------------
 
@@ -113,7 +121,7 @@ class FolderSet:
         """Serve the folder `named` (resolved) because of `source`; true when it is served
         (watched or polled, and scanned) now or already."""
         claim = Claim(source, os.path.abspath(named))
-        folder = root_key(named)
+        folder = folder_key(named)
         with self._lock:
             old = self._claims.get(claim)
             if old != folder:
@@ -148,24 +156,24 @@ class FolderSet:
         if it can be; true when it is served."""
         with self._lock:
             sources = {c.source for c in self._by_folder.get(folder, ())}
-            root = self._roots.get(folder)
+            served = self._served.get(folder)
             if not sources:
-                if root is not None:
-                    del self._roots[folder]
-            elif root is None:
-                root = self._roots[folder] = Root(folder)
-            was_confined = root is not None and root.sources == {Source.WORKSPACE}
-            if root is not None:
-                root.sources = sources
+                if served is not None:
+                    del self._served[folder]
+            elif served is None:
+                served = self._served[folder] = ServedFolder(folder)
+            was_confined = served is not None and served.sources == {Source.WORKSPACE}
+            if served is not None:
+                served.sources = sources
         if not sources:
-            if root is not None:
-                self._drop(root)
+            if served is not None:
+                self._drop(served)
             return False
-        assert root is not None
+        assert served is not None
         confined = sources == {Source.WORKSPACE}
-        if confined != was_confined or (not root.watched and not root.polled):
+        if confined != was_confined or (not served.watched and not served.polled):
             self._confine(folder, confined)
-        if root.watched or root.polled:
+        if served.watched or served.polled:
             return True
         if not os.path.isdir(folder):
             if Source.WORKSPACE in sources:  # asked about, but there is nothing to serve
@@ -178,7 +186,7 @@ class FolderSet:
             else:
                 self._vanished.setdefault(folder, time.monotonic())
             return False
-        return self._serve(root)
+        return self._serve(served)
 
     def _in_grace(self, folder: str) -> bool:
         since = self._vanished.get(folder)
@@ -188,10 +196,10 @@ class FolderSet:
         """Keep the claims, forget the folder: nothing looks for it until a claim is made
         again (see PENDING_GRACE_S)."""
         with self._lock:
-            root = self._roots.pop(folder, None)
+            served = self._served.pop(folder, None)
         self._vanished.pop(folder, None)
-        if root is not None:
-            self._stop_serving(root)
+        if served is not None:
+            self._stop_serving(served)
 
     def _withdraw_workspace(self, folder: str) -> None:
         """The workspaces asked about no longer have `folder`: their claims go."""
@@ -199,34 +207,34 @@ class FolderSet:
             for claim in list(self._by_folder.get(folder, ())):
                 if claim.source is Source.WORKSPACE:
                     self._unclaim(claim)
-            root = self._roots.get(folder)
-            if root is not None:
-                root.sources.discard(Source.WORKSPACE)
-                if not root.sources:
-                    del self._roots[folder]
-        if root is not None and not root.sources:
-            self._drop(root)
+            served = self._served.get(folder)
+            if served is not None:
+                served.sources.discard(Source.WORKSPACE)
+                if not served.sources:
+                    del self._served[folder]
+        if served is not None and not served.sources:
+            self._drop(served)
 
-    def _serve(self, root: Root) -> bool:
-        folder = root.path
+    def _serve(self, served: ServedFolder) -> bool:
+        folder = served.path
         try:
             self._watcher.watch(folder)
         except OSError as exc:
             if exc.errno in NOT_THERE:
                 return False  # gone again since it was seen: still pending, nothing to report
-            self._poll_instead(root, exc)
+            self._poll_instead(served, exc)
         else:
             self._unwatchable.discard(folder)
-            root.watched = True
+            served.watched = True
         self._vanished.pop(folder, None)
         added = self._scan(folder)
-        source = sorted(str(s) for s in root.sources)[0]
-        log_event("root_added", root=folder, source=source, sessions=added, polled=root.polled)
+        source = sorted(str(s) for s in served.sources)[0]
+        log_event("root_added", root=folder, source=source, sessions=added, polled=served.polled)
         return True
 
-    def _poll_instead(self, root: Root, exc: OSError) -> None:
-        folder = root.path
-        root.polled = True
+    def _poll_instead(self, served: ServedFolder, exc: OSError) -> None:
+        folder = served.path
+        served.polled = True
         now = time.monotonic()
         self._polls[folder] = Poll.start(folder, now)
         if folder not in self._unwatchable:  # say it once, not at every retry
@@ -239,33 +247,35 @@ class FolderSet:
                 polled_every_s=POLL_INTERVAL_S,
             )
 
-    def _drop(self, root: Root) -> None:
-        """No claim names `root` any more: stop serving it."""
-        self._stop_serving(root)
-        self._vanished.pop(root.path, None)
-        self._confine(root.path, False)
-        log_event("root_dropped", root=root.path)
+    def _drop(self, served: ServedFolder) -> None:
+        """No claim names `served` any more: stop serving it."""
+        self._stop_serving(served)
+        self._vanished.pop(served.path, None)
+        self._confine(served.path, False)
+        log_event("root_dropped", root=served.path)
 
-    def _stop_serving(self, root: Root) -> None:
-        if root.watched:
-            self._watcher.unwatch(root.path)
-        root.watched = root.polled = False
-        self._polls.pop(root.path, None)
-        self._forget(root.path)
+    def _stop_serving(self, served: ServedFolder) -> None:
+        if served.watched:
+            self._watcher.unwatch(served.path)
+        served.watched = served.polled = False
+        self._polls.pop(served.path, None)
+        self._leaving.pop(served.path, None)
+        self._forget(served.path)
 
     def gone(self, folder: str, deleted: bool = False) -> None:
         """`folder` was deleted or moved away: unwatch it, forget its sessions, keep looking
         (at its claims' paths, resolved again: they may lead somewhere else now), except for
         a deleted folder only the registry names, which is dormant (see PENDING_GRACE_S)."""
         with self._lock:
-            root = self._roots.get(folder)
-        if root is None:  # the registry, or a folder no longer served
+            served = self._served.get(folder)
+        if served is None:  # the registry, or a folder no longer served
+            self._leaving.pop(folder, None)
             self._watcher.unwatch(folder)
             self._forget(folder)  # its cookies too
             return
-        self._stop_serving(root)
+        self._stop_serving(served)
         log_event("root_gone", root=folder)
-        if deleted and root.sources == {Source.REGISTRY}:
+        if deleted and served.sources == {Source.REGISTRY}:
             self._make_dormant(folder)
         else:
             self._vanished[folder] = time.monotonic()
@@ -276,16 +286,28 @@ class FolderSet:
         if self._watcher.is_watching(folder):
             if self._watcher.still_watching(folder):
                 return True
-            self.gone(folder)
+            if not self._own_event_due(folder):
+                self.gone(folder)
             return False
         with self._lock:
-            root = self._roots.get(folder)
-        if root is None or not root.polled:
+            served = self._served.get(folder)
+        if served is None or not served.polled:
             return False
         if os.path.isdir(folder):
             return True
         self.gone(folder)
         return False
+
+    def _own_event_due(self, folder: str) -> bool:
+        """Whether the watch of a folder gone from its path is about to say how it went: it
+        left a parent still in place, so it was deleted or renamed itself. The event tells a
+        deleted folder from a moved one, and a deleted folder only the registry names is not
+        looked for again (see PENDING_GRACE_S): taking it for moved now, as a `sync` would
+        before the reader thread queued the event, would keep it served."""
+        if not self._watcher.left_its_parent(folder):
+            return False
+        now = time.monotonic()
+        return now - self._leaving.setdefault(folder, now) < SELF_EVENT_WAIT_S
 
     def check_pending(self) -> None:
         """Serve the folders that exist now (their claims resolved again: a folder replaced
@@ -294,7 +316,7 @@ class FolderSet:
         with self._lock:
             pending = {
                 r.path: set(r.sources)
-                for r in self._roots.values()
+                for r in self._served.values()
                 if not r.watched and not r.polled
             }
             claims = [(c, f) for f in pending for c in self._by_folder.get(f, ())]
@@ -312,11 +334,11 @@ class FolderSet:
         with self._lock:
             claims = list(self._claims.items())
         for claim, folder in claims:
-            if root_key(claim.named) != folder or not self.is_root(folder):  # or dormant
+            if folder_key(claim.named) != folder or not self.is_served(folder):  # or dormant
                 self.add(claim.named, claim.source)
         self.check_pending()
         with self._lock:
-            confined = [r.path for r in self._roots.values() if r.sources == {Source.WORKSPACE}]
+            confined = [r.path for r in self._served.values() if r.sources == {Source.WORKSPACE}]
         for folder in confined:
             self._confine(folder, True)  # the workspaces' .git may have moved: judge again
 
@@ -351,11 +373,11 @@ class FolderSet:
         except OSError:
             return False
         with self._lock:
-            root = self._roots.get(folder)
-        if root is None:
+            served = self._served.get(folder)
+        if served is None:
             self._watcher.unwatch(folder)
             return False
-        root.polled, root.watched = False, True
+        served.polled, served.watched = False, True
         self._polls.pop(folder, None)
         self._unwatchable.discard(folder)
         log_event("root_watched", root=folder)

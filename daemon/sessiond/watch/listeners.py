@@ -7,24 +7,27 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from sessiond.index.change import Change
 from sessiond.index.records import SessionRecord
 from sessiond.logs import log_event
+from sessiond.watch.scan_report import RescanSummary
 
-ChangeListener = Callable[[str, SessionRecord], None]
+ChangeListener = Callable[[Change, SessionRecord], None]
+RescanListener = Callable[[RescanSummary], None]
 
 
 class Listeners:
     def __init__(self) -> None:
-        self.changes: list[ChangeListener] = []  # (kind "saved"/"removed", record)
-        self.rescans: list[Callable[[dict[str, Any]], None]] = []  # (reason and counts)
+        self.changes: list[ChangeListener] = []
+        self.rescans: list[RescanListener] = []
         self.agent_files: list[Callable[[str], None]] = []  # (path of an agent sidecar event)
         self.folders: list[Callable[[str], None]] = []  # (folder just (re)scanned)
 
-    def changed(self, kind: str, record: SessionRecord) -> None:
-        _call_all(self.changes, kind, record)
+    def changed(self, change: Change, record: SessionRecord) -> None:
+        _call_all(self.changes, change, record)
 
-    def rescanned(self, summary: dict[str, Any]) -> None:
-        log_event("rescan", **summary)
+    def rescanned(self, summary: RescanSummary) -> None:
+        log_event("rescan", **summary.fields())
         _call_all(self.rescans, summary)
 
     def agent_file(self, path: str) -> None:

@@ -1,4 +1,4 @@
-"""watchdog glue: one non-recursive inotify watch per folder, events handed on as plain tuples.
+"""watchdog glue: one non-recursive inotify watch per folder, events handed on as `FsEvent`s.
 
 All folders share one inotify instance and one reading thread: watchdog's `InotifyFD`, with a
 callback per folder. (watchdog's observer would start a thread per watched folder: ~20 KiB of
@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import NamedTuple, cast
+from typing import cast
 
 from watchdog.observers.inotify_c import (
     CallbackId,
@@ -28,6 +28,7 @@ from watchdog.observers.inotify_c import (
 )
 
 from sessiond.logs import log_event
+from sessiond.watch.fs_event import FsEvent, FsKind
 
 # Reads (open, access, close-without-write) and in-progress writes (modify, except to the
 # agent's database) are left out, so reading a file, ours or anyone's, never floods the queue.
@@ -55,16 +56,6 @@ _MODIFY_NAMES = (b"sessions.sqlite3", b"sessions.sqlite3-wal")
 _SELF = In.IN_DELETE_SELF | In.IN_MOVE_SELF
 
 
-class FsEvent(NamedTuple):
-    # "changed" (created/closed/moved-to), "attrib" (mode, owner or times set: the content may
-    # be the same, its readability not), "gone" (deleted/moved-from), "folder_gone" (the
-    # watched folder itself moved away), "folder_deleted" (the watched folder deleted),
-    # "folder_attrib" (the watched folder's mode, owner or times set: it may be readable
-    # again), "overflow" (the kernel dropped events; the folder needs a rescan)
-    kind: str
-    path: str
-
-
 class _FolderCallback:
     """watchdog's `WatchCallback` for one folder. A rename arrives as its two halves, gone
     then changed; the indexer needs no pairing."""
@@ -83,32 +74,32 @@ class _FolderCallback:
     def _translate(self, event: InotifyEvent) -> None:
         mask = event.mask
         if mask & In.IN_DELETE_SELF:
-            self._folder_gone("folder_deleted")
+            self._folder_gone(FsKind.FOLDER_DELETED)
         elif mask & In.IN_MOVE_SELF:
-            self._folder_gone("folder_gone")
+            self._folder_gone(FsKind.FOLDER_GONE)
         elif not event.name and mask & In.IN_ATTRIB:
-            self._deliver(FsEvent("folder_attrib", self.folder))  # its mode may have changed
+            self._deliver(FsEvent(FsKind.FOLDER_ATTRIB, self.folder))  # its mode may have changed
         elif event.name and not mask & In.IN_ISDIR:
             if mask & In.IN_MODIFY and event.name not in _MODIFY_NAMES:
                 return
             path = os.path.join(self.folder, os.fsdecode(event.name))
             if mask & _GONE:
-                self._deliver(FsEvent("gone", path))
+                self._deliver(FsEvent(FsKind.GONE, path))
             elif mask & In.IN_ATTRIB:
-                self._deliver(FsEvent("attrib", path))
+                self._deliver(FsEvent(FsKind.ATTRIB, path))
             else:
-                self._deliver(FsEvent("changed", path))
+                self._deliver(FsEvent(FsKind.CHANGED, path))
 
     def on_watch_deleted(self, wd: WatchDescriptor) -> None:
-        self._folder_gone("folder_gone")
+        self._folder_gone(FsKind.FOLDER_GONE)
 
-    def _folder_gone(self, kind: str) -> None:
+    def _folder_gone(self, kind: FsKind) -> None:
         if not self._gone:  # the folder's deletion and then its watch's end: say it once
             self._gone = True
             self._deliver(FsEvent(kind, self.folder))
 
     def on_queue_overflow(self) -> None:
-        self._deliver(FsEvent("overflow", self.folder))
+        self._deliver(FsEvent(FsKind.OVERFLOW, self.folder))
 
 
 def _identity(folder: str) -> tuple[int, int]:
@@ -124,6 +115,7 @@ class FolderWatcher:
         self._inotify: InotifyFD | None = None
         self._watches: dict[str, WatchDescriptor] = {}
         self._identities: dict[str, tuple[int, int]] = {}  # folder -> (st_dev, st_ino) watched
+        self._parents: dict[str, tuple[int, int] | None] = {}  # folder -> its parent's, watched
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -141,6 +133,10 @@ class FolderWatcher:
             if self._inotify is None:
                 raise OSError("the watcher is not running")
             identity = _identity(folder)
+            try:
+                parent: tuple[int, int] | None = _identity(os.path.dirname(folder))
+            except OSError:
+                parent = None
             callback = _FolderCallback(folder, self._deliver)
             wd = self._inotify.add_callback(
                 os.fsencode(folder), WATCH_MASK, callback, _callback_id(folder)
@@ -150,6 +146,7 @@ class FolderWatcher:
                 raise PermissionError(f"cannot watch {folder}: permission denied")
             self._watches[folder] = wd
             self._identities[folder] = identity
+            self._parents[folder] = parent
 
     def still_watching(self, folder: str) -> bool:
         """True when `folder`'s path still leads to the folder its watch is on. A watch follows
@@ -161,10 +158,22 @@ class FolderWatcher:
         except OSError:
             return False
 
+    def left_its_parent(self, folder: str) -> bool:
+        """True when `folder`'s parent is still the folder it was watched in: if `folder` is
+        no longer at its path, it was deleted or renamed itself, and its own watch reports
+        that (deleted or moved away). False when an ancestor moved: no event says so."""
+        with self._lock:
+            parent = self._parents.get(folder)
+        try:
+            return parent is not None and _identity(os.path.dirname(folder)) == parent
+        except OSError:
+            return False
+
     def unwatch(self, folder: str) -> None:
         with self._lock:
             wd = self._watches.pop(folder, None)
             self._identities.pop(folder, None)
+            self._parents.pop(folder, None)
             if wd is not None and self._inotify is not None:
                 try:
                     self._inotify.remove_callbacks([(wd, _callback_id(folder))])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from sessiond.config import ConfigError, s3_settings
+from sessiond.index.records import FileVersion
 from sessiond.sink import s3
 from sessiond.sink.config import MIN_PART_SIZE, SinkConfig
 from sessiond.sink.delta import (
@@ -23,7 +24,7 @@ from sessiond.sink.delta import (
     tail_ranges,
     upload_delta,
 )
-from sessiond.sink.history import FileStat, History, fingerprint
+from sessiond.sink.history import History, fingerprint
 from sessiond.sink.ledger import Ledger, LedgerEntry
 from sessiond.sink.verify import StoreCheck
 
@@ -61,10 +62,10 @@ def test_composite_etag_is_s3s_rule() -> None:
 
 def test_the_prefix_check_and_the_fingerprint_come_from_one_pass() -> None:
     old = b'{"role":"user"}\n' * 1000
-    new = History(old + b'{"role":"assistant"}\n', FileStat(1, 2, 3), 1001, False)
+    new = History(old + b'{"role":"assistant"}\n', FileVersion(0, 1, 2, 3), 1001, False)
     assert new.starts_with(len(old), fingerprint(old))
     assert new.fingerprint == hashlib.md5(new.body).hexdigest()
-    edited = History(b"X" + old[1:] + b"\n", FileStat(1, 2, 3), 1000, False)
+    edited = History(b"X" + old[1:] + b"\n", FileVersion(0, 1, 2, 3), 1000, False)
     assert not edited.starts_with(len(old), fingerprint(old))
     assert not new.starts_with(len(new.body) + 1, fingerprint(old))
 

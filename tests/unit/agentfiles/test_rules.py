@@ -248,7 +248,7 @@ def test_replace_uses_own_temp_name_and_leaves_nothing(tmp_path: Path) -> None:
         f"/.sessiond-tmp-workspace_index.json-{os.getpid()}"
     )
     written = files.replace(folder, ".workspace_index.json", b'{"entries":{}}')
-    assert files.stamp(str(tmp_path / ".workspace_index.json")) == written
+    assert files.file_version(str(tmp_path / ".workspace_index.json")) == written
     assert sorted(os.listdir(folder)) == [".workspace_index.json"]
     digest = files.digest(b'{"entries":{}}')
     assert files.is_unchanged(str(tmp_path / ".workspace_index.json"), written, digest)

@@ -1,11 +1,11 @@
-"""The crawl pool decodes in worker processes exactly what the daemon decodes in-process."""
+"""The decode pool decodes in worker processes exactly what the daemon decodes in-process."""
 
 from __future__ import annotations
 
 import json
 import random
 
-from sessiond.index.crawl import CrawlPool
+from sessiond.index.decode_pool import DecodePool
 from sessiond.index.loader import Outcome, read_and_decode
 
 from tests.support.agent_sim import add_turn, compact, new_session
@@ -23,7 +23,7 @@ def test_pool_results_equal_in_process_results(tmp_path) -> None:
     (tmp_path / "bad.json").write_bytes(b'{"id": "torn')
     jobs += [str(tmp_path / "bad.json"), str(tmp_path / "gone.json")]
 
-    pool = CrawlPool(workers=2, min_files=1)
+    pool = DecodePool(workers=2, min_files=1)
     try:
         pooled = pool.decode_all(jobs)
     finally:

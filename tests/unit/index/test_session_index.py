@@ -13,7 +13,7 @@ def _record(path: str, session_id: str, directory: str | None, mtime_ns: int,
     root, stem = path.rsplit("/", 1)
     stem = stem.removesuffix(".json")
     return SessionRecord(
-        root=sys.intern(root), stem=None if stem == session_id else stem, dev_ino=1, size=10,
+        folder=sys.intern(root), stem=None if stem == session_id else stem, dev_ino=1, size=10,
         mtime_ns=mtime_ns, session_id=session_id,
         title=None, created="2026-01-01T00:00:00Z", updated="2026-01-01T00:00:00Z",
         updated_ns=updated_ns, directory=directory, agent="build", model=None, message_count=0,
@@ -71,7 +71,7 @@ def test_counts_and_roots() -> None:
     index.upsert(_record("/s/a.json", "a", "/w", 1))
     index.upsert(_record("/t/b.json", "b", None, 1))
     assert index.counts() == {"sessions": 2, "workspaces": 1, "roots": {"/s": 1, "/t": 1}}
-    assert [r.session_id for r in index.remove_root("/s")] == ["a"]
+    assert [r.session_id for r in index.remove_folder("/s")] == ["a"]
     assert index.records_under("/s") == []
     seq = index.seq
     index.remove("/nothing")
@@ -88,7 +88,7 @@ def test_header_cache_round_trip_and_corruption(tmp_path) -> None:
     loaded, loaded_other = header_cache.load(str(tmp_path))
     assert loaded.version == record.version
     assert loaded.header() == record.header()
-    assert loaded.root is record.root  # shared again, not one copy per record
+    assert loaded.folder is record.folder  # shared again, not one copy per record
     assert loaded_other.path == "/s/b.json" and loaded_other.session_id == "not-b"
     assert loaded_other.header() == other.header()
     (tmp_path / header_cache.CACHE_NAME).write_bytes(b"\x93garbage")

@@ -17,13 +17,13 @@ class Source(StrEnum):
     WORKSPACE = "workspace"  # asked about by a client
 
 
-def root_key(folder: str) -> str:
+def folder_key(folder: str) -> str:
     """One spelling per folder, so a folder reached two ways is watched once."""
     return os.path.realpath(os.path.abspath(folder))
 
 
 @dataclass
-class Root:
+class ServedFolder:
     path: str
     sources: set[Source] = field(default_factory=set)
     watched: bool = False
@@ -39,11 +39,11 @@ class Discovery:
     env: Mapping[str, str]
 
     def initial(self) -> list[tuple[str, Source]]:
-        found = [(root_key(d), Source.CONFIG) for d in self.configured]
+        found = [(folder_key(d), Source.CONFIG) for d in self.configured]
         if self.discover:
             env_dir = env_sessions_dir(self.env)
             if env_dir:
-                found.append((root_key(env_dir), Source.ENV))
+                found.append((folder_key(env_dir), Source.ENV))
         return found
 
     @property
@@ -51,8 +51,8 @@ class Discovery:
         if not self.discover:
             return None
         folder = registry_dir(self.env)
-        return root_key(folder) if folder else None
+        return folder_key(folder) if folder else None
 
 
-def sorted_roots(roots: Iterable[Root]) -> list[Root]:
+def sorted_folders(roots: Iterable[ServedFolder]) -> list[ServedFolder]:
     return sorted(roots, key=lambda r: r.path)

@@ -29,7 +29,7 @@ def _nothing() -> None:
     pass
 
 
-class CrawlPool:
+class DecodePool:
     def __init__(
         self,
         workers: int | None = None,
@@ -80,7 +80,7 @@ class CrawlPool:
 
     def _share(self, record: SessionRecord) -> None:
         """Records arrive unpickled with strings of their own: share the repeated ones again."""
-        record.root = sys.intern(record.root)
+        record.folder = sys.intern(record.folder)
         record.directory = shared(record.directory)
         record.agent = sys.intern(record.agent)
         record.model = shared(record.model)
