@@ -152,7 +152,7 @@ class HistorySink:
             return True
         if self._remote is not None and self._remote.needs(session_id, stat):
             return True
-        return (entry.ino, entry.size, entry.mtime_ns) != (stat.ino, stat.size, stat.mtime_ns)
+        return not stat.same_file(entry.ino, entry.size, entry.mtime_ns)
 
     def _replaced(self, session_id: str) -> None:
         """The check found the object not as sessiond left it: upload it again, now."""
