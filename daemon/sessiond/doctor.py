@@ -191,7 +191,8 @@ def check_search(report: Report, state_dir: str, env: Mapping[str, str]) -> None
 
 def check_sink(report: Report, env: Mapping[str, str], settings: Settings) -> None:
     try:
-        from sessiond.sink import HistorySink, SinkConfig
+        from sessiond.sink.config import SinkConfig
+        from sessiond.sink.uploader import HistorySink
     except ImportError:
         report.note("history sink (S3): not part of this build")
         return

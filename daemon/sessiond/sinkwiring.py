@@ -21,11 +21,12 @@ from sessiond.remote.layout import machine_instance
 from sessiond.remote.parts import REMOTE_LEDGER_NAME, RemoteParts
 from sessiond.remote.service import RemoteService
 from sessiond.server.ops import UploadStatus
-from sessiond.sink import HistorySink, SinkConfig
+from sessiond.sink.config import SinkConfig
 from sessiond.sink.errors import classify
 from sessiond.sink.faults import NO_FAULTS, Faults
 from sessiond.sink.ledger import Ledger
 from sessiond.sink.reports import SinkState, UploadReport
+from sessiond.sink.uploader import HistorySink
 
 
 def remote_parts(config: SinkConfig, settings: Settings) -> RemoteParts:

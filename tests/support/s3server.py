@@ -26,7 +26,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from sessiond.logs import JsonFormatter
-from sessiond.sink import SinkConfig
+from sessiond.sink.config import SinkConfig
 
 from tests.support.agent_sim import AgentSim, add_turn, compact, new_session
 

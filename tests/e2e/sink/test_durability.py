@@ -12,8 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from sessiond.sink import HistorySink
 from sessiond.sink.reports import FlushResult
+from sessiond.sink.uploader import HistorySink
 
 from tests.support.s3server import LogLines, S3Server, Sessions, new_turns, sink_config, wait_for
 
@@ -100,7 +100,8 @@ def test_a_restart_with_nothing_changed_uploads_nothing(
 # A sink in a process of its own, killed with SIGKILL: it reads commands on stdin.
 _CHILD = """
 import json, sys
-from sessiond.sink import HistorySink, SinkConfig
+from sessiond.sink.uploader import HistorySink
+from sessiond.sink.config import SinkConfig
 config = SinkConfig(**json.loads(sys.argv[1]))
 paths = json.loads(sys.argv[2])
 sink = HistorySink(config, paths.get, sys.argv[3])

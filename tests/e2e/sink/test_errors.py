@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sessiond.sink import HistorySink, SinkConfig
+from sessiond.sink.config import SinkConfig
 from sessiond.sink.reports import FlushResult
+from sessiond.sink.uploader import HistorySink
 
 from tests.support.s3server import LogLines, S3Server, Sessions, new_turns, sink_config
 

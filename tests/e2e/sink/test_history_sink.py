@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from sessiond.sink import HistorySink, s3
+from sessiond.sink import s3
 from sessiond.sink.reports import FlushResult
+from sessiond.sink.uploader import HistorySink
 
 from tests.support.agent_sim import new_session
 from tests.support.paths import DATA

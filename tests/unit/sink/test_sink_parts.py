@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from sessionctl.protocol import Event
 from sessiond.config import ConfigError, s3_settings
-from sessiond.sink import SinkConfig
+from sessiond.sink.config import SinkConfig
 from sessiond.sink.errors import FailureKind, Pass, RateLimiter, classify
 from sessiond.sink.faults import NO_FAULTS, Faults, Point
 from sessiond.sink.history import UnreadableSession, history_body, read_history
