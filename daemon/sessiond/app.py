@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-from sessionctl.protocol import Event, event_message
+from sessionctl.protocol import Event, Status, event_message
 
 from sessiond import systemd
 from sessiond.agentfiles import AgentFiles
@@ -73,10 +73,16 @@ class Daemon:
         hub = EventHub(loop)
         ready = asyncio.Event()
         uploads = Uploads.from_settings(self.settings, self.env, self.index, hub.publish)
-        ops = Ops(self.index, self.indexer, self.env, uploads, discover=self.settings.discover)
-        ops.agent_files = self.agent_files
-        ops.search = self.search
-        ops.remote = uploads.remote_service(self.settings, self.env)
+        ops = Ops(
+            self.index,
+            self.indexer,
+            self.env,
+            uploads=uploads,
+            agent_files=self.agent_files,
+            search_service=self.search,
+            remote=uploads.remote_service(self.settings, self.env),
+            discover=self.settings.discover,
+        )
         self.indexer.add_listener(lambda kind, record: hub.publish(_index_event(kind, record)))
         self.indexer.add_listener(uploads.on_index_change)
         self.indexer.add_rescan_listener(
@@ -188,7 +194,7 @@ class Daemon:
     async def _heartbeat(self, ops: Ops) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            status = await ops.op_status({})
+            status = await ops.status(Status())
             uploads = status["uploads"]
             log_event(
                 "stats",
