@@ -23,11 +23,11 @@ from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event, set_level
 from sessiond.search.service import SearchService
+from sessiond.server.connections import Server
 from sessiond.server.events import EventHub
 from sessiond.server.limits import Limits
 from sessiond.server.listener import SocketError, bind_socket, inherited_socket
 from sessiond.server.ops import Ops
-from sessiond.server.server import Server
 from sessiond.service import Heartbeat, StatusText, install_test_faults
 from sessiond.uploads import Uploads
 from sessiond.watch.indexer import Indexer
