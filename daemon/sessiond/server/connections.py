@@ -37,7 +37,7 @@ from sessionctl.protocol import (
 
 from sessiond import memory
 from sessiond.logs import log_event
-from sessiond.server.events import EventHub
+from sessiond.server.events import Delivery, EventHub, StreamEnd
 from sessiond.server.limits import Limits, fit_descriptors
 from sessiond.server.listener import peer_uid
 from sessiond.server.ops import Ops
@@ -316,11 +316,11 @@ class Server:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        queue: asyncio.Queue[Any],
+        queue: asyncio.Queue[Delivery],
         ok: bytearray,
     ) -> None:
         closed = asyncio.ensure_future(_until_eof(reader))  # the stream runs until it closes
-        getter: asyncio.Future[Any] | None = None
+        getter: asyncio.Future[Delivery] | None = None
         try:
             writer.write(ok)
             await writer.drain()
@@ -330,7 +330,7 @@ class Server:
                 if closed in done:
                     return
                 message = getter.result()
-                if self._hub.is_closed(message):
+                if isinstance(message, StreamEnd):
                     return
                 writer.write(encode_line(message))
                 await writer.drain()
