@@ -1,7 +1,8 @@
 """The sessiond client library: one persistent Unix-socket connection, one method per op.
 
-Requests are sent one at a time and each reply is one JSON line (interface §4), so a reply is
-simply the next line on the connection. Standard library only.
+Each method builds the op's typed request (sessionctl.protocol). Requests are sent one at a
+time and each reply is one JSON line (docs/protocol.md, "Framing"), so a reply is simply the
+next line on the connection. Standard library only.
 """
 
 from __future__ import annotations
@@ -278,12 +279,23 @@ class Client:
 
     # --- requests ----------------------------------------------------------------------------
 
-    def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send `{"op": op, **fields}` (None fields left out) and return the `ok` reply."""
-        return self._call(op, fields, self.timeout)
+    def send(self, request: protocol.Request, timeout: float | None = None) -> dict[str, Any]:
+        """Send a typed request and return the `ok` reply; `timeout` defaults to the client's."""
+        data = self._checked_size(protocol.encode_request(request))
+        return self._call(data, self.timeout if timeout is None else timeout)
 
-    def _call(self, op: str, fields: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-        data = self._encode(op, fields)
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send `{"op": op, **fields}` unchecked (None fields left out, `req` as the tag) and
+        return the `ok` reply: for an op this client does not know, and for tests."""
+        req = fields.pop("req", None)
+        data = (
+            protocol.encode_message(op, fields)
+            if req is None
+            else protocol.encode_message(op, fields, req)
+        )
+        return self._call(self._checked_size(data), self.timeout)
+
+    def _call(self, data: bytes, timeout: float | None) -> dict[str, Any]:
         with self._lock:
             try:
                 reply = self._exchange(data, timeout)
@@ -295,16 +307,7 @@ class Client:
         return _check_reply(reply)
 
     @staticmethod
-    def _encode(op: str, fields: dict[str, Any]) -> bytes:
-        req = None
-        if "req" in fields:
-            fields = dict(fields)
-            req = fields.pop("req")
-        data = (
-            protocol.encode_request(op, fields)
-            if req is None
-            else protocol.encode_request(op, fields, req)
-        )
+    def _checked_size(data: bytes) -> bytes:
         if len(data) - 1 > protocol.MAX_LINE_BYTES:
             body = protocol.error_response(protocol.ErrorCode.TOO_LARGE, "request line too large")
             raise DaemonError(protocol.ErrorCode.TOO_LARGE, "request line too large", body)
@@ -333,55 +336,52 @@ class Client:
     # --- one method per op ---------------------------------------------------------------------
 
     def ping(self) -> dict[str, Any]:
-        return self.request("ping")
+        return self.send(protocol.Ping())
 
     def resume(
         self, workspace: str, window: int | None = None, sync: bool = False
     ) -> dict[str, Any]:
-        return self.request("resume", workspace=workspace, window=window, sync=sync or None)
+        return self.send(protocol.Resume(workspace, window=window, sync=sync))
 
     def get(self, id: str, window: int | None = None, sync: bool = False) -> dict[str, Any]:
-        return self.request("get", id=id, window=window, sync=sync or None)
+        return self.send(protocol.Get(id, window=window, sync=sync))
 
     def status(self) -> dict[str, Any]:
-        return self.request("status")
+        return self.send(protocol.Status())
 
     def sync(self, timeout: float | None = None) -> dict[str, Any]:
-        return self._call("sync", {"timeout": timeout}, self._wait_timeout(timeout))
+        request = protocol.Sync() if timeout is None else protocol.Sync(timeout=timeout)
+        return self.send(request, self._wait_timeout(request.timeout))
 
     def flush(self, timeout: float | None = None) -> dict[str, Any]:
-        return self._call("flush", {"timeout": timeout}, self._wait_timeout(timeout))
+        request = protocol.Flush() if timeout is None else protocol.Flush(timeout=timeout)
+        return self.send(request, self._wait_timeout(request.timeout))
 
     def rescan(self) -> dict[str, Any]:
-        return self.request("rescan")
+        return self.send(protocol.Rescan())
 
     def search(
         self,
         query: str,
         workspace: str | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
+        limit: int = protocol.DEFAULT_SEARCH_LIMIT,
+        offset: int = 0,
         sync: bool = False,
     ) -> dict[str, Any]:
         """Full-text search (docs/protocol.md `search`): hits best first, `total`."""
-        return self.request(
-            "search",
-            query=query,
-            workspace=workspace,
-            limit=limit,
-            offset=offset,
-            sync=sync or None,
+        return self.send(
+            protocol.Search(query, workspace=workspace, limit=limit, offset=offset, sync=sync)
         )
 
     def remote_list(
         self,
         workspace: str | None = None,
         machine: str | None = None,
-        limit: int = 100,
+        limit: int = protocol.DEFAULT_LIST_LIMIT,
         offset: int = 0,
     ) -> dict[str, Any]:
-        return self.request(
-            "remote_list", workspace=workspace, machine=machine, limit=limit, offset=offset
+        return self.send(
+            protocol.RemoteList(workspace=workspace, machine=machine, limit=limit, offset=offset)
         )
 
     def restore(
@@ -391,16 +391,15 @@ class Client:
         workspace: str | None = None,
         dry_run: bool = False,
     ) -> dict[str, Any]:
-        return self.request(
-            "restore", id=id, machine=machine, workspace=workspace, dry_run=dry_run or None
+        return self.send(
+            protocol.Restore(id, machine=machine, workspace=workspace, dry_run=dry_run)
         )
 
-    def _wait_timeout(self, op_timeout: float | None) -> float | None:
+    def _wait_timeout(self, op_timeout: float) -> float | None:
         """A reply deadline that outlasts the daemon's own wait for `sync`/`flush`."""
         if self.timeout is None:
             return None
-        daemon_wait = protocol.DEFAULT_WAIT_TIMEOUT_S if op_timeout is None else op_timeout
-        daemon_wait = min(daemon_wait, protocol.MAX_WAIT_TIMEOUT_S)
+        daemon_wait = min(op_timeout, protocol.MAX_WAIT_TIMEOUT_S)
         return max(self.timeout, daemon_wait + WAIT_MARGIN_S)
 
     def watch(self) -> Generator[dict[str, Any], None, None]:
@@ -410,7 +409,7 @@ class Client:
         conn = self._connect()
         try:
             deadline = None if self.timeout is None else time.monotonic() + self.timeout
-            conn.send(protocol.encode_request("watch"), deadline)
+            conn.send(protocol.encode_request(protocol.Watch()), deadline)
             _check_reply(_check_shape(conn.read_message(deadline)))
         except BaseException:
             conn.close()
@@ -431,13 +430,11 @@ class Client:
     def list(
         self,
         workspace: str | None = None,
-        limit: int = 100,
+        limit: int = protocol.DEFAULT_LIST_LIMIT,
         offset: int = 0,
         sync: bool = False,
     ) -> dict[str, Any]:
-        return self.request(
-            "list", workspace=workspace, limit=limit, offset=offset, sync=sync or None
-        )
+        return self.send(protocol.List(workspace=workspace, limit=limit, offset=offset, sync=sync))
 
 
 def _error_code(reply: dict[str, Any]) -> str | None:

@@ -1,9 +1,10 @@
 """The sessiond wire protocol, sans I/O: one definition shared by the daemon, the client and tests.
 
-The protocol is UTF-8 JSON, one object per line, over a stream socket (interface §4,
-docs/protocol.md). This module only turns bytes into lines, checks decoded requests and builds
-response objects. It never touches a socket or a file, and it does not pick a JSON codec: the
-client uses the standard library's, the daemon msgspec. Standard library only.
+The protocol is UTF-8 JSON, one object per line, over a stream socket (docs/protocol.md). This
+module only turns bytes into lines, turns decoded requests into typed ones (one class per op,
+as h11 has one per event), encodes typed requests and builds response objects. It never
+touches a socket or a file, and it does not pick a JSON codec: the client uses the standard
+library's, the daemon msgspec. Standard library only.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from enum import StrEnum
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, ClassVar
 
 MAX_LINE_BYTES = 1 << 20
 """A request line (without its newline) may be at most this long."""
@@ -46,6 +47,10 @@ class Event(StrEnum):
     UPLOAD_DONE = "upload_done"
     UPLOAD_FAILED = "upload_failed"
     RESCAN = "rescan"
+
+
+_NO_REQ = object()
+"""No `req` in the request (any JSON value, null included, can be one)."""
 
 
 class ProtocolError(Exception):
@@ -131,90 +136,230 @@ def _machine(name: str, value: Any) -> str:
     return value
 
 
-class FieldSpec:
-    """How one request field is checked, and its value when absent."""
+class Field:
+    """How one request field is read off the wire: its name, its check, whether it is required.
+    Its default is the one of the request class's constructor."""
 
-    __slots__ = ("check", "default", "required")
+    __slots__ = ("check", "name", "required")
 
-    def __init__(
-        self, check: Callable[[str, Any], Any], required: bool = False, default: Any = None
-    ) -> None:
+    def __init__(self, name: str, check: Callable[[str, Any], Any], required: bool = False) -> None:
+        self.name = name
         self.check = check
         self.required = required
-        self.default = default
 
 
-_WINDOW = FieldSpec(_count)
-_SYNC = FieldSpec(_flag, default=False)
-_TIMEOUT = FieldSpec(_seconds, default=DEFAULT_WAIT_TIMEOUT_S)
-
-OPS: dict[str, dict[str, FieldSpec]] = {
-    "ping": {},
-    "resume": {
-        "workspace": FieldSpec(_absolute_path, required=True),
-        "window": _WINDOW,
-        "sync": _SYNC,
-    },
-    "get": {"id": FieldSpec(_session_id, required=True), "window": _WINDOW, "sync": _SYNC},
-    "list": {
-        "workspace": FieldSpec(_absolute_path),
-        "limit": FieldSpec(_count, default=DEFAULT_LIST_LIMIT),
-        "offset": FieldSpec(_count, default=0),
-        "sync": _SYNC,
-    },
-    "status": {},
-    "sync": {"timeout": _TIMEOUT},
-    "flush": {"timeout": _TIMEOUT},
-    "rescan": {},
-    "watch": {},
-    "search": {
-        "query": FieldSpec(_text, required=True),  # its syntax is checked by the daemon
-        "workspace": FieldSpec(_absolute_path),
-        "limit": FieldSpec(_count, default=DEFAULT_SEARCH_LIMIT),
-        "offset": FieldSpec(_count, default=0),
-        "sync": _SYNC,
-    },
-    "remote_list": {
-        "workspace": FieldSpec(_absolute_path),
-        "machine": FieldSpec(_machine),
-        "limit": FieldSpec(_count, default=DEFAULT_LIST_LIMIT),
-        "offset": FieldSpec(_count, default=0),
-    },
-    "restore": {
-        "id": FieldSpec(_session_id, required=True),
-        "machine": FieldSpec(_machine),
-        "workspace": FieldSpec(_absolute_path),
-        "dry_run": FieldSpec(_flag, default=False),
-    },
-}
-"""Every op and its request fields. Fields not named here are ignored, for compatibility."""
-
-_NO_REQ = object()
+_WINDOW = Field("window", _count)
+_SYNC = Field("sync", _flag)
+_LIMIT = Field("limit", _count)
+_OFFSET = Field("offset", _count)
+_WORKSPACE = Field("workspace", _absolute_path)
+_TIMEOUT = Field("timeout", _seconds)
 
 
 class Request:
-    """A checked request: its op, every field of the op (defaults filled in), its `req` tag."""
+    """A request: one subclass per op, its fields as attributes (docs/protocol.md, "Ops").
 
-    __slots__ = ("args", "op", "req")
+    `decode_request` builds one from a decoded line and checks every field; the constructors
+    check nothing (the client sends what it is given, and the daemon refuses what is wrong).
+    `FIELDS` lists the op's fields in the order they are checked: the first wrong one is the
+    error. The envelope's `req` is not part of a request (`peek_req`, `encode_request`).
+    """
 
-    def __init__(self, op: str, args: dict[str, Any] | None = None, req: Any = _NO_REQ) -> None:
-        self.op = op
-        self.args = {} if args is None else args
-        self.req = req
+    __slots__ = ()
+    op: ClassVar[str]
+    FIELDS: ClassVar[tuple[Field, ...]] = ()
+    _defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls) -> None:
+        # The constructor's keyword defaults are the op's defaults: the encoder leaves them out.
+        cls._defaults = getattr(cls.__init__, "__kwdefaults__", None) or {}
+
+    def fields(self) -> dict[str, Any]:
+        """Every field of the op, defaults included."""
+        return {field.name: getattr(self, field.name) for field in self.FIELDS}
+
+    def wire_fields(self) -> dict[str, Any]:
+        """The fields a request line carries: those that are set and not at their default."""
+        defaults = self._defaults
+        body: dict[str, Any] = {}
+        for field in self.FIELDS:
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if field.name in defaults:
+                default = defaults[field.name]
+                if type(value) is type(default) and value == default:
+                    continue
+            body[field.name] = value
+        return body
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Request):
+        if type(other) is not type(self):
             return NotImplemented
-        return (self.op, self.args, self.req) == (other.op, other.args, other.req)
+        assert isinstance(other, Request)
+        return self.fields() == other.fields()
 
-    __hash__ = None  # type: ignore[assignment]  # mutable args, as the dataclass had
+    __hash__ = None  # type: ignore[assignment]  # its fields can be set
 
     def __repr__(self) -> str:
-        return f"Request(op={self.op!r}, args={self.args!r}, req={self.req!r})"
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.fields().items())
+        return f"{type(self).__name__}({shown})"
 
-    @property
-    def has_req(self) -> bool:
-        return self.req is not _NO_REQ
+
+class Ping(Request):
+    __slots__ = ()
+    op = "ping"
+
+
+class Resume(Request):
+    __slots__ = ("sync", "window", "workspace")
+    op = "resume"
+    FIELDS = (Field("workspace", _absolute_path, required=True), _WINDOW, _SYNC)
+
+    def __init__(self, workspace: str, *, window: int | None = None, sync: bool = False) -> None:
+        self.workspace = workspace
+        self.window = window  # None: the header only
+        self.sync = sync
+
+
+class Get(Request):
+    __slots__ = ("id", "sync", "window")
+    op = "get"
+    FIELDS = (Field("id", _session_id, required=True), _WINDOW, _SYNC)
+
+    def __init__(self, id: str, *, window: int | None = None, sync: bool = False) -> None:
+        self.id = id
+        self.window = window
+        self.sync = sync
+
+
+class List(Request):
+    __slots__ = ("limit", "offset", "sync", "workspace")
+    op = "list"
+    FIELDS = (_WORKSPACE, _LIMIT, _OFFSET, _SYNC)
+
+    def __init__(
+        self,
+        *,
+        workspace: str | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        offset: int = 0,
+        sync: bool = False,
+    ) -> None:
+        self.workspace = workspace  # None: every workspace
+        self.limit = limit
+        self.offset = offset
+        self.sync = sync
+
+
+class Status(Request):
+    __slots__ = ()
+    op = "status"
+
+
+class Sync(Request):
+    __slots__ = ("timeout",)
+    op = "sync"
+    FIELDS = (_TIMEOUT,)
+
+    def __init__(self, *, timeout: float = DEFAULT_WAIT_TIMEOUT_S) -> None:
+        self.timeout = timeout  # decoding caps it at MAX_WAIT_TIMEOUT_S
+
+
+class Flush(Request):
+    __slots__ = ("timeout",)
+    op = "flush"
+    FIELDS = (_TIMEOUT,)
+
+    def __init__(self, *, timeout: float = DEFAULT_WAIT_TIMEOUT_S) -> None:
+        self.timeout = timeout  # one deadline for the barrier and the uploads
+
+
+class Rescan(Request):
+    __slots__ = ()
+    op = "rescan"
+
+
+class Watch(Request):
+    """Turns the connection into an event stream (docs/protocol.md, "The watch stream")."""
+
+    __slots__ = ()
+    op = "watch"
+
+
+class Search(Request):
+    __slots__ = ("limit", "offset", "query", "sync", "workspace")
+    op = "search"
+    # The query's syntax is checked by the daemon (docs/search.md, "Query syntax").
+    FIELDS = (Field("query", _text, required=True), _WORKSPACE, _LIMIT, _OFFSET, _SYNC)
+
+    def __init__(
+        self,
+        query: str,
+        *,
+        workspace: str | None = None,
+        limit: int = DEFAULT_SEARCH_LIMIT,
+        offset: int = 0,
+        sync: bool = False,
+    ) -> None:
+        self.query = query
+        self.workspace = workspace
+        self.limit = limit
+        self.offset = offset
+        self.sync = sync
+
+
+class RemoteList(Request):
+    __slots__ = ("limit", "machine", "offset", "workspace")
+    op = "remote_list"
+    FIELDS = (_WORKSPACE, Field("machine", _machine), _LIMIT, _OFFSET)
+
+    def __init__(
+        self,
+        *,
+        workspace: str | None = None,
+        machine: str | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        offset: int = 0,
+    ) -> None:
+        self.workspace = workspace
+        self.machine = machine  # None: every machine
+        self.limit = limit
+        self.offset = offset
+
+
+class Restore(Request):
+    __slots__ = ("dry_run", "id", "machine", "workspace")
+    op = "restore"
+    FIELDS = (
+        Field("id", _session_id, required=True),
+        Field("machine", _machine),
+        _WORKSPACE,
+        Field("dry_run", _flag),
+    )
+
+    def __init__(
+        self,
+        id: str,
+        *,
+        machine: str | None = None,
+        workspace: str | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.id = id
+        self.machine = machine  # None: the newest copy
+        self.workspace = workspace  # None: the session's own directory
+        self.dry_run = dry_run
+
+
+OPS: dict[str, type[Request]] = {
+    cls.op: cls
+    for cls in (
+        *(Ping, Resume, Get, List, Status, Sync, Flush, Rescan, Watch, Search),
+        *(RemoteList, Restore),
+    )
+}
+"""Every op and its request class. Fields an op does not name are ignored, for compatibility."""
 
 
 def peek_req(obj: Any) -> Any:
@@ -224,26 +369,26 @@ def peek_req(obj: Any) -> Any:
     return _NO_REQ
 
 
-def parse_request(obj: Any) -> Request:
-    """Check a decoded request object; raise ProtocolError(bad_request) when it is unusable."""
+def decode_request(obj: Any) -> Request:
+    """The typed request of a decoded request object, every field checked; raise
+    ProtocolError(bad_request) when it is unusable (docs/protocol.md, "Error codes")."""
     if not isinstance(obj, Mapping):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
     op = obj.get("op")
     if not isinstance(op, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a request needs a string 'op'")
-    spec = OPS.get(op)
-    if spec is None:
+    cls = OPS.get(op)
+    if cls is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown op {op[:64]!r}")
     args: dict[str, Any] = {}
-    for name, fspec in spec.items():
-        value = obj.get(name)  # absent and null are the same
+    for field in cls.FIELDS:
+        value = obj.get(field.name)  # absent and null are the same
         if value is not None:
-            args[name] = fspec.check(name, value)
-        elif fspec.required:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"op '{op}' needs field '{name}'")
-        else:
-            args[name] = fspec.default
-    return Request(op, args, obj.get("req", _NO_REQ))
+            args[field.name] = field.check(field.name, value)
+        elif field.required:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"op '{op}' needs field '{field.name}'")
+    build: Callable[..., Request] = cls  # the fields checked are the constructor's arguments
+    return build(**args)
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -338,7 +483,14 @@ _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 """Made once: json.dumps with options builds a new encoder on every call."""
 
 
-def encode_request(op: str, fields: Mapping[str, Any] | None = None, req: Any = _NO_REQ) -> bytes:
+def encode_request(request: Request, req: Any = _NO_REQ) -> bytes:
+    """The request line for `request`: its op, the fields not at their default, `req` if given."""
+    return encode_message(request.op, request.wire_fields(), req)
+
+
+def encode_message(op: str, fields: Mapping[str, Any] | None = None, req: Any = _NO_REQ) -> bytes:
+    """A request line for any op and fields, unchecked (None fields left out): for an op this
+    module does not know yet, and for tests that send what a typed request cannot hold."""
     body: dict[str, Any] = {"op": op}
     if fields:
         for name, value in fields.items():

@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-from sessionctl.protocol import Event, event_message
+from sessionctl.protocol import Event, Status, event_message
 
 from sessiond.agentfiles import AgentFiles
 from sessiond.config import ConfigError, Settings
@@ -25,11 +25,11 @@ from sessiond.index.store import SessionIndex
 from sessiond.logs import log_event
 from sessiond.logsetup import set_level
 from sessiond.search.service import SearchService
+from sessiond.server.connections import Server
 from sessiond.server.events import EventHub
 from sessiond.server.limits import Limits
 from sessiond.server.listener import SocketError, bind_socket, inherited_socket
 from sessiond.server.ops import Ops
-from sessiond.server.server import Server
 from sessiond.service import HealthWatch, StatusText, install_test_faults
 from sessiond.sinkwiring import Uploads
 from sessiond.systemd.heartbeat import Heartbeat
@@ -78,10 +78,16 @@ class Daemon:
         hub = EventHub(loop)
         ready = asyncio.Event()
         uploads = Uploads.from_settings(self.settings, self.env, self.index, hub.publish)
-        ops = Ops(self.index, self.indexer, self.env, uploads, discover=self.settings.discover)
-        ops.agent_files = self.agent_files
-        ops.search = self.search
-        ops.remote = uploads.remote_service(self.settings, self.env)
+        ops = Ops(
+            self.index,
+            self.indexer,
+            self.env,
+            uploads=uploads,
+            agent_files=self.agent_files,
+            search_service=self.search,
+            remote=uploads.remote_service(self.settings, self.env),
+            discover=self.settings.discover,
+        )
         self.indexer.add_listener(lambda change, record: hub.publish(_index_event(change, record)))
         self.indexer.add_listener(uploads.on_index_change)
         self.indexer.add_rescan_listener(
@@ -197,7 +203,7 @@ class Daemon:
     async def _heartbeat(self, ops: Ops) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            status = await ops.op_status({})
+            status = await ops.status(Status())
             uploads = status["uploads"]
             log_event(
                 "stats",

@@ -4,7 +4,7 @@ Run by tests/robust/test_fuzz.py for a bounded number of inputs; by hand for lon
     .venv/bin/python tests/fuzz/fuzz_protocol.py -runs=1000000 -max_len=4096
 
 Each input is cut into chunks fed to a LineSplitter with a small limit (so oversized lines
-happen); each line goes through the daemon's decoding (msgspec) and `parse_request`. Only the
+happen); each line goes through the daemon's decoding (msgspec) and `decode_request`. Only the
 errors the protocol defines may come out, and the lines must be exactly those of a plain model
 of the framing.
 """
@@ -57,12 +57,12 @@ def test_one_input(data: bytes) -> None:
             continue
         req = protocol.peek_req(obj)
         try:
-            request = protocol.parse_request(obj)
+            request = protocol.decode_request(obj)
         except protocol.ProtocolError as exc:
             assert exc.code is protocol.ErrorCode.BAD_REQUEST and exc.message
             msgspec.json.encode(protocol.error_response(exc.code, exc.message, req=req))
             continue
-        assert request.op in protocol.OPS
+        assert type(request) is protocol.OPS[obj["op"]]
 
 
 if __name__ == "__main__":

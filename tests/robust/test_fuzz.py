@@ -25,7 +25,7 @@ from sessionctl.protocol import (
     LineSplitter,
     LineTooLarge,
     ProtocolError,
-    parse_request,
+    decode_request,
 )
 
 from tests.support.daemon import DaemonFactory, DaemonProcess
@@ -114,16 +114,16 @@ def test_line_splitter_gives_exactly_the_lines_whatever_the_chunks(
 
 
 def check_parsed(obj: Any) -> None:
-    """parse_request either refuses with bad_request or returns only well-typed arguments."""
+    """decode_request either refuses with bad_request or returns only well-typed fields."""
     try:
-        request = parse_request(obj)
+        request = decode_request(obj)
     except ProtocolError as exc:
         assert exc.code is ErrorCode.BAD_REQUEST and exc.message
         return
-    assert isinstance(obj, dict) and request.op in OPS
-    args = request.args
-    assert set(args) == set(OPS[request.op])
-    for name, value in args.items():
+    assert isinstance(obj, dict) and type(request) is OPS[obj["op"]]
+    fields = request.fields()
+    assert set(fields) == {field.name for field in OPS[request.op].FIELDS}
+    for name, value in fields.items():
         if name == "workspace":
             assert value is None or (
                 isinstance(value, str) and value.startswith("/") and "\x00" not in value
@@ -138,17 +138,25 @@ def check_parsed(obj: Any) -> None:
             assert type(value) is float and 0 < value <= MAX_WAIT_TIMEOUT_S
         elif name == "id":
             assert is_valid_session_id(value)
+        elif name == "query":
+            assert isinstance(value, str) and value.strip()
+        elif name == "machine":
+            assert value is None or (isinstance(value, str) and 1 <= len(value) <= 63)
+        elif name == "dry_run":
+            assert type(value) is bool
+        else:
+            raise AssertionError(f"a field this check does not know: {name}")
 
 
 @QUICK
 @given(json_values)
-def test_parse_request_takes_any_json_value(obj: Any) -> None:
+def test_decode_request_takes_any_json_value(obj: Any) -> None:
     check_parsed(obj)
 
 
 @QUICK
 @given(REQUESTS)
-def test_parse_request_takes_any_request_shaped_object(obj: dict[str, Any]) -> None:
+def test_decode_request_takes_any_request_shaped_object(obj: dict[str, Any]) -> None:
     check_parsed(obj)
 
 

@@ -17,7 +17,7 @@ from sessionctl.agent import (
     normalize_components,
     workspace_sessions_dir,
 )
-from sessionctl.protocol import ErrorCode, ProtocolError
+from sessionctl.protocol import ErrorCode, ProtocolError, RemoteList, Restore
 
 from sessiond.remote import layout, restore
 from sessiond.remote.catalog import CatalogEntry, CatalogFile
@@ -73,9 +73,9 @@ class RemoteService:
 
     # --- remote_list ----------------------------------------------------------------------
 
-    def remote_list(self, args: Fields) -> Fields:
+    def remote_list(self, request: RemoteList) -> Fields:
         catalogs = self._catalogs()
-        workspace, machine = args.get("workspace"), args.get("machine")
+        workspace, machine = request.workspace, request.machine
         rows: list[tuple[int, str, Fields]] = []
         for doc in catalogs.found:
             if machine is not None and doc.machine != machine:
@@ -88,8 +88,7 @@ class RemoteService:
                 header = {**entry.header, "machine": doc.machine, "machine_instance": doc.instance}
                 rows.append((entry.updated_ns, doc.machine, header))
         rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
-        offset, limit = args.get("offset") or 0, args.get("limit")
-        page = rows[offset:] if limit is None else rows[offset : offset + limit]
+        page = rows[request.offset : request.offset + request.limit]
         return {
             "sessions": [row[2] for row in page],
             "total": len(rows),
@@ -118,16 +117,16 @@ class RemoteService:
 
     # --- restore --------------------------------------------------------------------------
 
-    def rebuild(self, args: Fields) -> Rebuilt:
+    def rebuild(self, request: Restore) -> Rebuilt:
         """Download and check the newest copy (or the named machine's), rebuild it for the
         target workspace. Raises ProtocolError saying what is wrong; writes nothing."""
         problem = ""
         for _ in range(_ATTEMPTS):
-            copy = self._pick(args["id"], args.get("machine"))
-            workspace = self._workspace(args.get("workspace"), copy)
-            self._faults.pause(Point.RESTORE_AFTER_CATALOG, args["id"])
+            copy = self._pick(request.id, request.machine)
+            workspace = self._workspace(request.workspace, copy)
+            self._faults.pause(Point.RESTORE_AFTER_CATALOG, request.id)
             try:
-                data = self._download(args["id"], copy, workspace)
+                data = self._download(request.id, copy, workspace)
             except ObjectProblem as exc:
                 problem = str(exc)  # perhaps rewritten since the catalog was read: once more
                 continue
@@ -136,7 +135,7 @@ class RemoteService:
             folder = env_sessions_dir(self._env) or workspace_sessions_dir(workspace, self._env)
             return Rebuilt(copy, folder, workspace, data)
         raise ProtocolError(
-            ErrorCode.UNAVAILABLE, f"cannot restore {args['id']}: {self._scrub(problem)}"
+            ErrorCode.UNAVAILABLE, f"cannot restore {request.id}: {self._scrub(problem)}"
         )
 
     def _pick(self, session_id: str, machine: str | None) -> Copy:

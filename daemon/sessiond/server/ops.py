@@ -1,4 +1,5 @@
-"""The ops of the socket protocol: each takes checked arguments and returns response fields.
+"""The ops of the socket protocol: one handler per op, each taking its typed request
+(sessionctl.protocol) and returning the response fields.
 
 Handlers raise ProtocolError for an answer other than ok. Reads come straight from the index;
 anything that touches a file or waits runs off the event loop.
@@ -10,13 +11,29 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sessionctl import __version__
 from sessionctl.agent import canonicalize, workspace_sessions_dir
-from sessionctl.protocol import DEFAULT_WAIT_TIMEOUT_S, ErrorCode, ProtocolError
+from sessionctl.protocol import (
+    DEFAULT_WAIT_TIMEOUT_S,
+    ErrorCode,
+    Flush,
+    Get,
+    List,
+    Ping,
+    ProtocolError,
+    RemoteList,
+    Request,
+    Rescan,
+    Restore,
+    Resume,
+    Search,
+    Status,
+    Sync,
+    Watch,
+)
 
 from sessiond.index.records import SessionRecord
 from sessiond.index.store import SessionIndex
@@ -25,6 +42,11 @@ from sessiond.logs import log_event
 from sessiond.remote.restore import Action
 from sessiond.search.op import search as search_op
 from sessiond.watch.indexer import Indexer
+
+if TYPE_CHECKING:  # the modules that build these import this one
+    from sessiond.agentfiles import AgentFiles
+    from sessiond.remote.service import RemoteService
+    from sessiond.search.service import SearchService
 
 REREAD_ATTEMPTS = 3  # a windowed read that finds the file rewritten under it resolves again
 WORKSPACE_RECHECK_S = 2.0  # how long "this workspace has no sessions folder" is believed
@@ -50,40 +72,83 @@ class UploadStatus:
         return {"uploaded": 0, "failed": 0, "pending": 0, "timed_out": False}
 
 
-@dataclass
 class Ops:
-    index: SessionIndex
-    indexer: Indexer
-    env: Mapping[str, str]
-    uploads: UploadStatus = field(default_factory=UploadStatus)
-    tails: TailCache = field(default_factory=TailCache)
-    discover: bool = True
-    agent_files: Any = None  # sessiond.agentfiles.AgentFiles, when the daemon runs one
-    search: Any = None  # sessiond.search.service.SearchService, when the daemon runs one
-    remote: Any = None  # sessiond.remote.service.RemoteService, when the sink is on
-    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
-    started: float = field(default_factory=time.monotonic)
-    _workspace_checked: dict[str, float] = field(default_factory=dict)
-    _canonical_memo: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Answers typed requests from the index, the indexer and the optional services, all given
+    here: `agent_files`, `search_service` and `remote` are None when the daemon has no such
+    service."""
 
-    def handler(self, op: str) -> Callable[[Fields], Awaitable[Fields]] | None:
-        return getattr(self, f"op_{op}", None)
+    def __init__(
+        self,
+        index: SessionIndex,
+        indexer: Indexer,
+        env: Mapping[str, str],
+        *,
+        uploads: UploadStatus | None = None,
+        agent_files: AgentFiles | None = None,
+        search_service: SearchService | None = None,
+        remote: RemoteService | None = None,
+        tails: TailCache | None = None,
+        discover: bool = True,
+    ) -> None:
+        self.index = index
+        self.indexer = indexer
+        self.env = env
+        self.uploads = uploads if uploads is not None else UploadStatus()
+        self.agent_files = agent_files
+        self.search_service = search_service
+        self.remote = remote
+        self.tails = tails if tails is not None else TailCache()
+        self.discover = discover
+        self.instance = uuid.uuid4().hex
+        self.started = time.monotonic()
+        self._workspace_checked: dict[str, float] = {}
+        self._canonical_memo: dict[str, tuple[float, str]] = {}
+
+    async def answer(self, request: Request) -> Fields:
+        """The response fields for `request`, by its type (`resume` first: it is the most
+        common). `watch` has none: the connection streams events after its ok."""
+        match request:
+            case Resume():
+                return await self.resume(request)
+            case Get():
+                return await self.get(request)
+            case Ping():
+                return await self.ping(request)
+            case List():
+                return await self.list(request)
+            case Status():
+                return await self.status(request)
+            case Search():
+                return await self.search(request)
+            case Sync():
+                return await self.sync(request)
+            case Flush():
+                return await self.flush(request)
+            case Rescan():
+                return await self.rescan(request)
+            case RemoteList():
+                return await self.remote_list(request)
+            case Restore():
+                return await self.restore(request)
+            case Watch():
+                return {}
+        raise TypeError(f"no handler for {request!r}")
 
     # --- reads ------------------------------------------------------------------------------
 
-    async def op_ping(self, args: Fields) -> Fields:
+    async def ping(self, request: Ping) -> Fields:
         return {"version": __version__, "instance": self.instance, "seq": self.index.seq}
 
-    async def op_resume(self, args: Fields) -> Fields:
-        workspace = self._canonical(args["workspace"], fresh=args["sync"])
-        if not self._workspace_recently_checked(workspace, fresh=args["sync"]):
-            await self._serve_workspace(workspace, fresh=args["sync"])
-        if args["sync"]:
+    async def resume(self, request: Resume) -> Fields:
+        workspace = self._canonical(request.workspace, fresh=request.sync)
+        if not self._workspace_recently_checked(workspace, fresh=request.sync):
+            await self._serve_workspace(workspace, fresh=request.sync)
+        if request.sync:
             await self._barrier(None)
         record = self.index.resume(workspace)
         if record is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no session for workspace {workspace}")
-        if args["window"] is None:  # no coroutine to await: the common case stays as cheap as ping
+        if request.window is None:  # no coroutine to await: the common case stays as cheap as ping
             return _header_answer(record)
 
         def resolve() -> SessionRecord:
@@ -93,34 +158,34 @@ class Ops:
             return again
 
         return await self._answer(
-            resolve, lambda fresh: workspace in fresh.workspaces, args["window"]
+            resolve, lambda fresh: workspace in fresh.workspaces, request.window
         )
 
-    async def op_get(self, args: Fields) -> Fields:
-        if args["sync"]:
+    async def get(self, request: Get) -> Fields:
+        if request.sync:
             await self._barrier(None)
 
         def resolve() -> SessionRecord:
-            record = self.index.get(args["id"])
+            record = self.index.get(request.id)
             if record is None:
-                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {args['id']}")
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no session {request.id}")
             return record
 
         return await self._answer(
-            resolve, lambda fresh: fresh.session_id == args["id"], args["window"]
+            resolve, lambda fresh: fresh.session_id == request.id, request.window
         )
 
-    async def op_list(self, args: Fields) -> Fields:
-        workspace = args["workspace"]
+    async def list(self, request: List) -> Fields:
+        workspace = request.workspace
         if workspace is not None:
-            workspace = self._canonical(workspace, fresh=args["sync"])
-            await self._serve_workspace(workspace, fresh=args["sync"])
-        if args["sync"]:
+            workspace = self._canonical(workspace, fresh=request.sync)
+            await self._serve_workspace(workspace, fresh=request.sync)
+        if request.sync:
             await self._barrier(None)
-        records, total = self.index.list(workspace, args["limit"], args["offset"])
+        records, total = self.index.list(workspace, request.limit, request.offset)
         return {"source": "daemon", "sessions": [r.header_json() for r in records], "total": total}
 
-    async def op_status(self, args: Fields) -> Fields:
+    async def status(self, request: Status) -> Fields:
         counts = self.index.counts()
         roots = {r.path: r for r in self.indexer.served_folders()}
         per_root = counts["roots"]
@@ -147,35 +212,35 @@ class Ops:
             "overflows": self.indexer.overflows,
             "memory": {"rss_bytes": _rss_bytes(), "tail_cache": self.tails.stats()},
             "agent_files": self.agent_files.status() if self.agent_files else None,
-            "search": self.search.status() if self.search else None,
+            "search": self.search_service.status() if self.search_service else None,
             "databases": self.indexer.store_status(),
         }
 
-    async def op_search(self, args: Fields) -> Fields:
-        if self.search is None:
+    async def search(self, request: Search) -> Fields:
+        if self.search_service is None:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "search is not enabled in this daemon")
-        workspace = args["workspace"]
+        workspace = request.workspace
         if workspace is not None:
-            workspace = self._canonical(workspace, fresh=args["sync"])
-            await self._serve_workspace(workspace, fresh=args["sync"])
-        if args["sync"]:
+            workspace = self._canonical(workspace, fresh=request.sync)
+            await self._serve_workspace(workspace, fresh=request.sync)
+        if request.sync:
             await self._barrier(None)
-        return await search_op(self.search, args, workspace)
+        return await search_op(self.search_service, request, workspace)
 
     # --- barriers and actions -----------------------------------------------------------------
 
-    async def op_sync(self, args: Fields) -> Fields:
-        await self._barrier(args["timeout"])
+    async def sync(self, request: Sync) -> Fields:
+        await self._barrier(request.timeout)
         return {"seq": self.index.seq}
 
-    async def op_flush(self, args: Fields) -> Fields:
-        deadline = time.monotonic() + args["timeout"]
-        await self._barrier(args["timeout"])
+    async def flush(self, request: Flush) -> Fields:
+        deadline = time.monotonic() + request.timeout
+        await self._barrier(request.timeout)
         remaining = max(0.001, deadline - time.monotonic())
         result = await asyncio.to_thread(self.uploads.flush, remaining)
         if result.get("timed_out"):
             raise ProtocolError(
-                ErrorCode.TIMEOUT, f"uploads still pending after {args['timeout']}s"
+                ErrorCode.TIMEOUT, f"uploads still pending after {request.timeout}s"
             )
         return {
             "uploaded": result.get("uploaded", 0),
@@ -183,12 +248,12 @@ class Ops:
             "catalog_written": result.get("catalog_written"),
         }
 
-    async def op_rescan(self, args: Fields) -> Fields:
+    async def rescan(self, request: Rescan) -> Fields:
         return await asyncio.wrap_future(self.indexer.rescan())
 
     # --- beyond one machine (docs/remote.md) ----------------------------------------------
 
-    def _remote(self) -> Any:
+    def _remote(self) -> RemoteService:
         if self.remote is None:
             raise ProtocolError(
                 ErrorCode.UNAVAILABLE,
@@ -197,18 +262,18 @@ class Ops:
             )
         return self.remote
 
-    async def op_remote_list(self, args: Fields) -> Fields:
-        return await asyncio.to_thread(self._remote().remote_list, args)
+    async def remote_list(self, request: RemoteList) -> Fields:
+        return await asyncio.to_thread(self._remote().remote_list, request)
 
-    async def op_restore(self, args: Fields) -> Fields:
+    async def restore(self, request: Restore) -> Fields:
         remote = self._remote()
         started = time.monotonic()
-        rebuilt = await asyncio.to_thread(remote.rebuild, args)
-        plan = await asyncio.to_thread(remote.plan, rebuilt, args["id"])
+        rebuilt = await asyncio.to_thread(remote.rebuild, request)
+        plan = await asyncio.to_thread(remote.plan, rebuilt, request.id)
         header: Any = rebuilt.copy.entry.header
-        if not args["dry_run"]:
+        if not request.dry_run:
             if plan.action == Action.CREATED:
-                await asyncio.to_thread(remote.write, rebuilt, args["id"])
+                await asyncio.to_thread(remote.write, rebuilt, request.id)
             folder = os.path.realpath(rebuilt.folder)
             if not self.indexer.is_served(folder):
                 await asyncio.wrap_future(self.indexer.ensure_served(folder))
@@ -218,7 +283,7 @@ class Ops:
                 header = record.header_json()
             log_event(
                 "session_restored",
-                session_id=args["id"],
+                session_id=request.id,
                 machine=rebuilt.copy.machine,
                 path=plan.path,
                 action=str(plan.action),
@@ -226,11 +291,11 @@ class Ops:
                 duration_ms=round((time.monotonic() - started) * 1000),
             )
         return {
-            "session_id": args["id"],
+            "session_id": request.id,
             "path": plan.path,
             "header": header,
             "action": str(plan.action),
-            "dry_run": args["dry_run"],
+            "dry_run": request.dry_run,
             "machine": rebuilt.copy.machine,
             "workspace": rebuilt.workspace,
         }
@@ -272,7 +337,8 @@ class Ops:
         )
 
     async def _serve_workspace(self, workspace: str, fresh: bool) -> None:
-        """Source 4 of interface §2: the asked workspace's own sessions folder, when it exists."""
+        """The asked workspace's own sessions folder, when it exists (docs/protocol.md,
+        "resume")."""
         if self._workspace_recently_checked(workspace, fresh):
             return
         now = time.monotonic()

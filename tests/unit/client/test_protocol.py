@@ -8,13 +8,19 @@ import pytest
 from sessionctl.protocol import (
     MAX_LINE_BYTES,
     ErrorCode,
+    Get,
     LineSplitter,
     LineTooLarge,
+    List,
+    Ping,
     ProtocolError,
+    Resume,
+    decode_request,
+    encode_message,
     encode_request,
     error_response,
     ok_response,
-    parse_request,
+    peek_req,
 )
 
 
@@ -71,27 +77,31 @@ def test_unlimited_splitter_for_large_responses() -> None:
 )
 def test_bad_requests_are_refused_with_a_reason(obj: object, fragment: str) -> None:
     with pytest.raises(ProtocolError) as caught:
-        parse_request(obj)
+        decode_request(obj)
     assert caught.value.code is ErrorCode.BAD_REQUEST
     assert fragment in caught.value.message
 
 
 def test_defaults_and_req_echo() -> None:
-    request = parse_request({"op": "list", "req": [1, "a"], "unknown": 1})
-    assert request.args == {"workspace": None, "limit": 100, "offset": 0, "sync": False}
-    assert request.req == [1, "a"]
-    assert ok_response({"total": 0}, req=request.req) == {"ok": True, "total": 0, "req": [1, "a"]}
-    assert "req" not in ok_response({}, req=parse_request({"op": "ping"}).req)
+    obj = {"op": "list", "req": [1, "a"], "unknown": 1}
+    request = decode_request(obj)
+    assert request == List()
+    assert request.fields() == {"workspace": None, "limit": 100, "offset": 0, "sync": False}
+    assert peek_req(obj) == [1, "a"]
+    assert ok_response({"total": 0}, req=peek_req(obj)) == {"ok": True, "total": 0, "req": [1, "a"]}
+    assert decode_request({"op": "ping"}) == Ping()
+    assert "req" not in ok_response({}, req=peek_req({"op": "ping"}))
 
 
 def test_unicode_session_ids_follow_the_agent() -> None:
-    assert parse_request({"op": "get", "id": "sessão_1-é"}).args["id"] == "sessão_1-é"
+    assert decode_request({"op": "get", "id": "sessão_1-é"}) == Get("sessão_1-é")
 
 
 def test_client_encoding_round_trips() -> None:
-    line = encode_request("resume", {"workspace": "/p", "window": None}, req=7)
+    line = encode_request(Resume("/p"), req=7)
     assert line.endswith(b"\n")
     assert json.loads(line) == {"op": "resume", "workspace": "/p", "req": 7}
+    assert encode_message("resume", {"workspace": "/p", "window": None}, req=7) == line
     assert error_response(ErrorCode.NOT_FOUND, "no")["error"] == {
         "code": "not_found",
         "message": "no",

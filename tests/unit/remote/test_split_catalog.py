@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from sessionctl.protocol import ErrorCode, ProtocolError, parse_request
+from sessionctl.protocol import ErrorCode, ProtocolError, RemoteList, Restore, decode_request
 from sessiond.remote import layout
 from sessiond.remote.catalog import decode_catalog
 from sessiond.remote.split import cut, read_head, splice, with_directory
@@ -102,10 +102,11 @@ def test_keys_and_machine_names() -> None:
 
 
 def test_the_two_ops_check_their_fields() -> None:
-    request = parse_request({"op": "restore", "id": "abc", "dry_run": True, "machine": "desk"})
-    assert request.args == {"id": "abc", "machine": "desk", "workspace": None, "dry_run": True}
-    listed = parse_request({"op": "remote_list", "workspace": "/w"})
-    assert listed.args["limit"] == 100 and listed.args["machine"] is None
+    request = decode_request({"op": "restore", "id": "abc", "dry_run": True, "machine": "desk"})
+    assert request == Restore("abc", machine="desk", dry_run=True)
+    listed = decode_request({"op": "remote_list", "workspace": "/w"})
+    assert isinstance(listed, RemoteList)
+    assert listed.limit == 100 and listed.machine is None
     for bad in (
         {"op": "restore"},
         {"op": "restore", "id": "a/b"},
@@ -114,7 +115,7 @@ def test_the_two_ops_check_their_fields() -> None:
         {"op": "remote_list", "machine": ""},
     ):
         with pytest.raises(ProtocolError) as caught:
-            parse_request(bad)
+            decode_request(bad)
         assert caught.value.code == ErrorCode.BAD_REQUEST
 
 

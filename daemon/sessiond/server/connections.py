@@ -1,4 +1,5 @@
-"""The socket server: connections, framing, dispatch, and errors that stay with their request.
+"""The socket's connections: accepting, framing, decoding requests, handing them to Ops, and
+errors that stay with their request.
 
 Each connection reads newline-framed requests and answers them in order. Nothing a client
 sends can stop the daemon serving others: bad input gets an error response, an oversized line
@@ -20,19 +21,23 @@ from typing import Any
 import msgspec
 from sessionctl.protocol import (
     ErrorCode,
+    Flush,
     LineSplitter,
     LineTooLarge,
     ProtocolError,
     Request,
+    Rescan,
+    Sync,
+    Watch,
+    decode_request,
     error_response,
     ok_response,
-    parse_request,
     peek_req,
 )
 
 from sessiond import trim_memory
 from sessiond.logs import log_event
-from sessiond.server.events import EventHub
+from sessiond.server.events import Delivery, EventHub, StreamEnd
 from sessiond.server.limits import Limits, fit_descriptors
 from sessiond.server.listener import peer_uid
 from sessiond.server.ops import Ops
@@ -46,7 +51,7 @@ WRITE_CHUNK = 256 * 1024
 has left: the transport then holds a copy of one chunk, not of the whole reply."""
 TRIM_DELAY_S = 1.0  # after a large reply is gone, freed memory is given back once, this late
 SLOW_REQUEST_S = 0.1
-UNTIMED_OPS = frozenset({"sync", "flush", "rescan"})  # they wait by design: never "slow"
+UNTIMED = (Sync, Flush, Rescan)  # they wait by design: never "slow"
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 _NO_REQ = peek_req(None)
@@ -207,7 +212,7 @@ class Server:
                     line_started = loop.time()
                 for line in lines:
                     request, reply = await self._handle(line)
-                    if request is not None and request.op == "watch":
+                    if isinstance(request, Watch):
                         # Subscribed before the ok goes out: a client that saves as soon as it
                         # reads the ok must get the event of that save.
                         await self._stream_events(reader, writer, self._hub.subscribe(), reply)
@@ -284,14 +289,11 @@ class Server:
             except RecursionError:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "JSON nested too deeply") from None
             req = peek_req(obj)
-            request = parse_request(obj)
+            request = decode_request(obj)
             if not self._ready.is_set():
                 await self._ready.wait()
-            handler = self._ops.handler(request.op)
-            if handler is None or request.op == "watch":
-                return request, encode_line(ok_response(req=req))
-            fields = await handler(request.args)
-            reply = encode_line(ok_response(fields, req=request.req))
+            fields = await self._ops.answer(request)
+            reply = encode_line(ok_response(fields, req=req))
         except ProtocolError as exc:
             return request, encode_line(error_response(exc.code, exc.message, req=req))
         except Exception as exc:
@@ -304,7 +306,7 @@ class Server:
             )
             return None, encode_line(error_response(ErrorCode.INTERNAL, "internal error", req=req))
         elapsed = time.monotonic() - started
-        if elapsed > SLOW_REQUEST_S and request.op not in UNTIMED_OPS:
+        if elapsed > SLOW_REQUEST_S and not isinstance(request, UNTIMED):
             log_event(
                 "slow_request", logging.WARNING, op=request.op, duration_ms=round(elapsed * 1000, 1)
             )
@@ -314,11 +316,11 @@ class Server:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        queue: asyncio.Queue[Any],
+        queue: asyncio.Queue[Delivery],
         ok: bytearray,
     ) -> None:
         closed = asyncio.ensure_future(_until_eof(reader))  # the stream runs until it closes
-        getter: asyncio.Future[Any] | None = None
+        getter: asyncio.Future[Delivery] | None = None
         try:
             writer.write(ok)
             await writer.drain()
@@ -328,7 +330,7 @@ class Server:
                 if closed in done:
                     return
                 message = getter.result()
-                if self._hub.is_closed(message):
+                if isinstance(message, StreamEnd):
                     return
                 writer.write(encode_line(message))
                 await writer.drain()
