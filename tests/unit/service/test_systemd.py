@@ -195,56 +195,7 @@ SYSTEMD_NAMES = {
 }
 
 
-def module_imports() -> dict[str, set[str]]:
-    """Each sessiond module and the modules it imports (lazy imports too), from the source."""
-    names = {}
-    for path in DAEMON.rglob("*.py"):
-        parts = ("sessiond", *path.relative_to(DAEMON).with_suffix("").parts)
-        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    graph: dict[str, set[str]] = {}
-    for name, path in names.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*up, *([base] if base else [])])
-                found |= {f"{base}.{alias.name}" for alias in node.names} | {base}
-        graph[name] = {
-            target
-            for target in found
-            if target in names and target != name and not name.startswith(target + ".")
-        }
-    return graph
-
-
-def test_no_module_of_logging_or_systemd_imports_in_a_circle() -> None:
-    graph = module_imports()
-
-    def reaches(start: str, goal: str) -> bool:
-        seen, todo = set(), [start]
-        while todo:
-            for target in graph[todo.pop()] - seen:
-                if target == goal:
-                    return True
-                seen.add(target)
-                todo.append(target)
-        return False
-
-    ours = [
-        name
-        for name in graph
-        if name.split(".")[:2] == ["sessiond", "systemd"]
-        or name in ("sessiond.logs", "sessiond.logsetup", "sessiond.service")
-        or name == "sessiond.server.listener"
-    ]
-    assert len(ours) == 10
-    assert [name for name in sorted(ours) if reaches(name, name)] == []
-    assert not graph["sessiond.logs"]  # logs imports nothing of sessiond
+# No import cycles, and logs.py importing nothing of sessiond: tests/unit/test_layering.py.
 
 
 def test_only_the_systemd_package_reads_systemd_s_variables_or_imports_systemd_python() -> None:
