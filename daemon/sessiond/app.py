@@ -37,7 +37,7 @@ from sessiond.systemd.notify import Notifier
 from sessiond.watch.indexer import Indexer
 from sessiond.watch.served import Discovery
 
-HEARTBEAT_S = 60.0
+STATS_INTERVAL_S = 60.0  # how often the `stats` log line is written (docs/logging.md)
 
 
 class Daemon:
@@ -132,11 +132,11 @@ class Daemon:
                 workspaces=counts["workspaces"],
                 duration_ms=round((time.monotonic() - started) * 1000, 1),
             )
-        heartbeat = asyncio.create_task(self._heartbeat(ops))
+        stats = asyncio.create_task(self._log_stats(ops))
         await self._stop.wait()
         log_event("stopping")
         self.notifier.stopping("stopping")
-        heartbeat.cancel()
+        stats.cancel()
         watchdog.cancel()
         # Each step is tried whatever the one before did: a stop always completes, saves
         # what it can and removes the socket file.
@@ -200,9 +200,9 @@ class Daemon:
                 )
         self.indexer.rescan().add_done_callback(lambda _: self.notifier.ready())
 
-    async def _heartbeat(self, ops: Ops) -> None:
+    async def _log_stats(self, ops: Ops) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(STATS_INTERVAL_S)
             status = await ops.status(Status())
             uploads = status["uploads"]
             log_event(
