@@ -1,6 +1,6 @@
 """The codetether agent's own rules, as pure functions shared by the client and the daemon.
 
-Everything here restates behaviour of the agent (see shared/spec/codetether-format.md): which
+Everything here restates behaviour of the agent (see docs/agent-files.md): which
 files are sessions, where sessions directories are, how workspaces are compared, how a tail
 window is cut. Keeping it in one module means the daemon and the client's fallback scan can
 never disagree about them. Standard library only.
@@ -43,7 +43,7 @@ METADATA_FIELDS = frozenset(
      "inherited_prior_context_allowed", "slash_autocomplete", "use_worktree", "shared",
      "share_url", "rlm", "context_policy", "delegation", "run_checkpoint"}
 )  # fmt: skip
-"""The same for `SessionMetadata` (format §2.2)."""
+"""The same for `SessionMetadata` (docs/agent-files.md, "The session document")."""
 MAX_SESSION_FILE_BYTES = 512 * 1024 * 1024
 """The agent refuses to load larger files (`MAX_SESSION_FILE_BYTES`), so they are no sessions."""
 
@@ -150,7 +150,7 @@ def registry_dir(env: Mapping[str, str]) -> str | None:
 
 
 def env_sessions_dir(env: Mapping[str, str]) -> str | None:
-    """Source 1 of interface §2: `$CODETETHER_DATA_DIR/sessions`."""
+    """The first folder served (README, "What it serves"): `$CODETETHER_DATA_DIR/sessions`."""
     override = data_dir_override(env)
     if override is None:
         return None

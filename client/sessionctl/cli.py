@@ -1,4 +1,4 @@
-"""`sessionctl`: the command line of sessiond (interface §5).
+"""`sessionctl`: the command line of sessiond (README, "The client: exit codes, trust, start-up").
 
 Exit codes: 0 done, 1 no such session, 2 usage or other error, 3 the daemon is unreachable (or
 its socket is refused as untrusted). `resume`, `get` and `list` fall back to the agent's own

@@ -16,7 +16,7 @@ from typing import Any
 from sessionctl.client import Client, DaemonUnreachable
 
 RESUME_COMMAND = "codetether tui --session {id}"
-"""How the agent resumes a session by id (codetether-format §1, resume by explicit id)."""
+"""How the agent resumes a session by id (docs/agent-files.md, "Resuming")."""
 
 
 def add_parser(

@@ -3,8 +3,8 @@
 The daemon decodes session files with msgspec (sessiond.index.decode); the client's fallback
 scan decodes them with the standard library and uses this module. Both apply the same rules,
 which are the parts of the agent's `Session` deserializer that a reader can fail on
-(codetether-format §2): the checks are listed once here and mirrored there, and
-tests/unit/index/test_document_rules.py holds both to the same cases.
+(docs/agent-files.md, "The session document"): the checks are listed once here and mirrored
+there, and tests/unit/index/test_document_rules.py holds both to the same cases.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def pages_after_load(pages: Any, kept_messages: Sequence[Any]) -> Any:
 
 
 def windowed_session(doc: Mapping[str, Any], window: int) -> tuple[dict[str, Any], int]:
-    """The session object `load_tail(window)` yields, and its `dropped` count (format §4)."""
+    """The session object `load_tail(window)` yields, and its `dropped` count."""
     messages, dropped_messages = cut_tail(doc["messages"], window)
     tool_uses, dropped_tool_uses = cut_tail(doc["tool_uses"], window)
     session = {

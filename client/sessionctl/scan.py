@@ -1,9 +1,9 @@
 """The client's fallback: answer resume/get/list by reading the sessions folders directly.
 
-This is the agent's own cold scan (`scan_sync` in the agent's persistence.rs, codetether-format
-§3), run over the folders the agent would use when started in the workspace asked about
-(interface §5). It gives the daemon's answers, with `"source": "scan"`, and keeps the agent's
-one blind spot: a session whose `metadata.directory` is another spelling (a symlink) of the
+This is the agent's own cold scan (`scan_sync` in the agent's persistence.rs, described in
+docs/protocol.md §11), run over the folders the agent would use when started in the workspace
+asked about. It gives the daemon's answers, with `"source": "scan"`, and keeps the agent's one
+blind spot: a session whose `metadata.directory` is another spelling (a symlink) of the
 workspace fails the byte prefilter when there are two candidates or more. Standard library only.
 """
 
@@ -42,7 +42,8 @@ def _store_scan() -> Any:
 
 
 MAX_PREFILTER_BYTES = 64 << 20
-"""The agent's mmap cap: a bigger file never passes the prefilter (format §2.8)."""
+"""The agent's mmap cap: a bigger file never passes the prefilter (docs/agent-files.md,
+"Size limits")."""
 
 MAX_PREFILTER_THREADS = 8
 
@@ -87,8 +88,8 @@ class Loaded:
 
 
 def sessions_dirs(workspace: str | None, env: Mapping[str, str]) -> list[str]:
-    """The sessions folders the agent would use when started in `workspace` (interface §2
-    sources 1, 2 and 4), canonical, deduplicated, existing ones only."""
+    """The sessions folders the agent would use when started in `workspace`
+    (docs/protocol.md §11, step 1), canonical, deduplicated, existing ones only."""
     wanted: list[str | None] = [agent.env_sessions_dir(env)]
     registry = agent.registry_dir(env)
     if registry:
@@ -229,7 +230,7 @@ def _check_workspace(workspace: object) -> str:
 
 
 def session_response(loaded: Loaded | StoredLoaded, window: int | None) -> dict[str, Any]:
-    """The body of a resume/get answer (interface §4)."""
+    """The body of a resume/get answer (docs/protocol.md §5.2, §5.3)."""
     if not isinstance(loaded, Loaded):  # a database session (sessionctl.store_scan)
         try:
             return loaded.response(window)

@@ -1,5 +1,5 @@
 """Where the daemon's socket lives when nobody says, and which socket folders can be trusted
-(interface §4, docs/protocol.md "Trusting the socket")."""
+(docs/protocol.md §1.1, §1.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`sessiond run | start | stop | doctor | install-service` (interface §3)."""
+"""`sessiond run | start | stop | doctor | install-service` (README, "Installing for real use")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Keeping the agent's own `.workspace_index.json` and `.listing_cache.json` true (interface §8).
+"""Keeping the agent's own `.workspace_index.json` and `.listing_cache.json` true.
 
 Most users run the unmodified agent, which reads these two files before any expensive work
 and never repairs them. sessiond sees every change and rewrites each file, atomically and only

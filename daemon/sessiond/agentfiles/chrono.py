@@ -1,9 +1,10 @@
 """Times as the agent prints them after a round trip through chrono.
 
 The agent's listing parses `created_at`/`updated_at` into `DateTime<Utc>` and serializes them
-again with `SecondsFormat::AutoSi` and `Z` (codetether-format §2.5), so a time written with an
-offset or another number of fraction digits comes back normalized. The listing cache holds
-the normalized text; this module computes it without the clock or the time zone database.
+again with `SecondsFormat::AutoSi` and `Z` (docs/agent-files.md, "Encoding"), so a time
+written with an offset or another number of fraction digits comes back normalized. The listing
+cache holds the normalized text; this module computes it without the clock or the time zone
+database.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The agent's two sidecar files as data: how each is encoded, and what the agent makes of
-the bytes it finds (codetether-format §1.3 listing cache row, §3 workspace index).
+the bytes it finds (docs/agent-files.md, "The listing cache" and "The workspace index").
 
 Encoding is serde_json's compact form, which `json.dumps(ensure_ascii=False, separators)`
-matches byte for byte on strings and integers (format §2.5). Parsing mirrors serde's derive:
-a file the agent could not deserialize reads as empty (`unwrap_or_default` / `load_sync`),
-so it is "corrupt" here and gets replaced.
+matches byte for byte on strings and integers (docs/agent-files.md, "Encoding"). Parsing
+mirrors serde's derive: a file the agent could not deserialize reads as empty
+(`unwrap_or_default` / `load_sync`), so it is "corrupt" here and gets replaced.
 """
 
 from __future__ import annotations

@@ -278,8 +278,9 @@ def _page_of(raw: msgspec.Raw) -> str:
 
 
 def windowed_session(decoded: DecodedSession, window: int) -> tuple[dict[str, Any], int]:
-    """The session object `load_tail(window)` yields (format §4), built from raw slices, and
-    its `dropped` count. Encoding it with msgspec copies the kept slices verbatim."""
+    """The session object `load_tail(window)` yields (docs/agent-files.md, "Tail load"), built
+    from raw slices, and its `dropped` count. Encoding it with msgspec copies the kept slices
+    verbatim."""
     doc = decoded.doc
     assert isinstance(doc, _SessionFile), "a window is cut from a file decoded whole"
     messages, dropped_messages = cut_tail(doc.messages, window)

@@ -1,10 +1,11 @@
 """A session file's history object: what the agent would upload, byte for byte.
 
-The agent uploads `serde_json::to_string(msg) + "\\n"` for each message (format §5.2), and those
-lines are exactly the elements of `messages` in the compact file it saves (§2.5). So for the
-agent's own files we slice each element's bytes out of the file (`msgspec.Raw`) and never
-re-encode. A Codex import is pretty-printed in place; its messages are re-encoded with the
-agent's rules (compact, raw UTF-8, `/` unescaped), which `json.dumps` below reproduces.
+The agent uploads `serde_json::to_string(msg) + "\\n"` for each message, and those lines are
+exactly the elements of `messages` in the compact file it saves (docs/agent-files.md, "The
+history object"). So for the agent's own files we slice each element's bytes out of the file
+(`msgspec.Raw`) and never re-encode. A Codex import is pretty-printed in place; its messages
+are re-encoded with the agent's rules (compact, raw UTF-8, `/` unescaped), which `json.dumps`
+below reproduces.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def history_body(data: bytes) -> HistoryBody:
 
 
 def agent_encode(value: object) -> bytes:
-    """serde_json's compact form (format §2.5): no spaces, raw UTF-8, `/` as is."""
+    """serde_json's compact form (docs/agent-files.md, "Encoding"): no spaces, raw UTF-8, `/` as
+    is."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     try:
         return text.encode("utf-8")

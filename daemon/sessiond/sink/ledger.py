@@ -2,9 +2,8 @@
 
 On start the sink compares each session's file with its ledger entry and queues those that
 differ, so a crash, a restart or an outage loses nothing and an unchanged session is not sent
-again (interface §6). Losing an entry only costs one extra upload, never a missed one, so the
-file is written atomically but lazily, and a corrupt or foreign file is rebuilt, never trusted
-(interface §8).
+again. Losing an entry only costs one extra upload, never a missed one, so the file is written
+atomically but lazily, and a corrupt or foreign file is rebuilt, never trusted.
 
 Each entry also says what the store should hold: the object's size, the ETag the store gave it
 and the MD5 of its bytes (`fp`), so a later history that starts with exactly those bytes can be

@@ -1,9 +1,9 @@
 """Talking to the S3 store: the boto3 client, one history upload, and the doctor's check.
 
-Settings chosen for S3-compatible stores such as MinIO (issue 3, build 1): path-style
-addressing, checksums only where an operation requires them (newer botocore adds CRC headers
-by default that some stores reject), retries and timeouts set explicitly. Integrity is checked
-by the store: a single PUT carries Content-MD5, multipart parts carry a CRC32 checksum.
+Settings chosen for S3-compatible stores such as MinIO: path-style addressing, checksums only
+where an operation requires them (newer botocore adds CRC headers by default that some stores
+reject), retries and timeouts set explicitly. Integrity is checked by the store: a single PUT
+carries Content-MD5, multipart parts carry a CRC32 checksum.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from botocore.exceptions import ClientError
 from sessiond.sink.config import ENV_PREFIX, SinkConfig
 from sessiond.sink.errors import Scrubber, UnexpectedAnswer, classify
 
-CONTENT_TYPE = "application/octet-stream"  # what the agent's minio client sends (format §5.2)
+# What the agent's minio client sends (docs/agent-files.md, "The history object").
+CONTENT_TYPE = "application/octet-stream"
 CHECK_KEY_NAME = ".sessiond-check"
 _CHECK_BODY = b"sessiond doctor: this object is rewritten by every check\n"
 _PART_CONCURRENCY = 4

@@ -1,6 +1,6 @@
 """The sessions folders being served: which there are and why, which are watched or polled,
-and the agent's location registry that names new ones (interface §2; docs/protocol.md,
-"status").
+and the agent's location registry that names new ones (README, "What it serves";
+docs/protocol.md §5.5).
 
 Every folder is served because of claims: a source and the path that source names (a
 configured folder, a registry pointer's folder, the sessions folder of a workspace asked

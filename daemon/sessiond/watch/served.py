@@ -1,4 +1,4 @@
-"""Which sessions folders the daemon serves, and why (interface §2)."""
+"""Which sessions folders the daemon serves, and why (README, "What it serves")."""
 
 from __future__ import annotations
 
