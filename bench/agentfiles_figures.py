@@ -1,5 +1,6 @@
-"""Figures for issue 7: writes of each agent file per 100 saves, time from a save to both files
-being true, and the agent's fast-path hits before and after sessiond on a stale index.
+"""Figures for the agent's own index files: writes of each agent file per 100 saves, time from
+a save to both files being true, and the agent's fast-path hits before and after sessiond on a
+stale index.
 
 Run: .venv/bin/python -m bench.agentfiles_figures   (about a minute)
 

@@ -1,4 +1,4 @@
-"""The history sink's figures (issue 3, "Figures for the closing note"), measured on the real
+"""The history sink's figures (bench/README.md, "bench_sink.py"), measured on the real
 daemon uploading to a real S3 server (moto's server mode on 127.0.0.1, over HTTP).
 
 Prints a table and (with --json-out) writes the same figures as JSON:
@@ -96,8 +96,9 @@ def sink_defaults() -> dict[str, Any]:
 
 
 class Tracked:
-    """A session document and the size of its history object (format §5.2: each message
-    compact, one per line), kept up to date as messages are appended."""
+    """A session document and the size of its history object (docs/agent-files.md, "The
+    history object": each message compact, one per line), kept up to date as messages are
+    appended."""
 
     def __init__(self, session: dict[str, Any]) -> None:
         self.session = session

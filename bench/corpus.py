@@ -1,4 +1,5 @@
-"""Generate a corpus of codetether sessions in the agent's on-disk format, with realistic sizes.
+"""Generate a corpus of codetether sessions in the agent's on-disk format (docs/agent-files.md),
+with realistic sizes.
 
 Layout under `--out DIR`:
 
@@ -7,12 +8,12 @@ Layout under `--out DIR`:
                                            the corpus is complete)
     DIR/home/                              an empty $HOME for the processes run on the corpus
     DIR/data/codetether-agent/             the agent's global root (XDG_DATA_HOME=DIR/data)
-        session-locations/<id>.path        one registry pointer per session (format §1.2)
-    DIR/workspaces/ws-NNNN/.git/           one git checkout per workspace (format §1.1) ...
+        session-locations/<id>.path        one registry pointer per session
+    DIR/workspaces/ws-NNNN/.git/           one git checkout per workspace ...
         .codetether-agent/sessions/        ... with its sessions folder:
             <id>.json                      compact session JSON, written <id>.json.tmp + rename
-            <id>.journal.jsonl             the two journal lines of a save (format §6)
-            .workspace_index.json          {"entries": {"<workspace>": "<newest id>"}} (format §3)
+            <id>.journal.jsonl             the two journal lines of a save
+            .workspace_index.json          {"entries": {"<workspace>": "<newest id>"}}
     DIR/workspaces/ws-big/...              one extra workspace holding one big session
                                            (`--big-mb`, default 50 MB) for windowed reads
 
@@ -230,7 +231,8 @@ _PAGES = b'"conversation","conversation","evidence","conversation"'
 
 
 def session_bytes(plan: Planned, pool: TextPool, seed: int) -> tuple[bytes, dict[str, Any]]:
-    """The compact JSON of one session (format §2) of about `plan.size` bytes."""
+    """The compact JSON of one session (docs/agent-files.md, "The session document") of about
+    `plan.size` bytes."""
     rng = random.Random(f"session/{seed}/{plan.index}")
     updated = dt.datetime.fromtimestamp(plan.mtime_ns / 1e9, dt.UTC) - dt.timedelta(
         milliseconds=rng.randint(1, 400)
@@ -317,8 +319,8 @@ def _init_worker(seed: int, registry: str) -> None:
 
 
 def write_session(plan: Planned) -> tuple[int, int]:
-    """Save one session as `Session::save` does (format §1.5): tmp + rename, pointer, journal.
-    Returns (index, file size)."""
+    """Save one session as `Session::save` does (docs/agent-files.md, "Saving"): tmp + rename,
+    pointer, journal. Returns (index, file size)."""
     assert _POOL is not None
     data, info = session_bytes(plan, _POOL, _SEED)
     if plan.index % 997 == 0:

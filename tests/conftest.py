@@ -17,7 +17,8 @@ from tests.support.daemon import DaemonFactory, DaemonProcess, finish_all
 # The S3 fixtures (a moto server started only when a test asks for one) for every directory.
 pytest_plugins = ["tests.support.s3fixtures"]
 
-# Files in the agent's folders that sessiond may write (interface §8) or that are its own
+# Files in the agent's folders that sessiond may write (README, "The agent's own index files")
+# or that are its own
 # transient `sync` cookies; everything else there belongs to the agent.
 DAEMON_MAY_WRITE = (".workspace_index.json", ".listing_cache.json")
 COOKIE_PREFIX = ".sessiond-cookie-"
@@ -64,7 +65,7 @@ def fingerprint(root: str) -> dict[str, tuple[int, int, str]]:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
     """The corpus, built once per module and shared by its tests, which only read it. At the
     end every agent file must be as it was: sessiond never writes, moves or deletes a session
-    file, a pointer or the agent's litter (interface §2, §8)."""
+    file, a pointer or the agent's litter (README, "The agent's own index files")."""
     corpus = build_corpus(os.path.realpath(tmp_path_factory.mktemp("corpus")))
     before = fingerprint(os.path.join(corpus.base))
     yield corpus

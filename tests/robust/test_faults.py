@@ -1,5 +1,5 @@
 """Filesystem faults: each is logged and served around, never a crash, and once it is gone the
-answers are right again (issue 5, item 3).
+answers are right again.
 
 Unreadable files, files deleted between their event and the read, a state folder that is
 read-only or full, and a sessions folder removed, recreated, moved away and moved back.

@@ -1,7 +1,7 @@
-"""Planted sessions and folders nobody names (interface §2): a folder served only because a
-workspace was asked about answers only the workspaces whose sessions folder it is; a folder no
-source names any more is not served; registry pointers naming no sessions folder are not
-followed."""
+"""Planted sessions and folders nobody names (README, "What it serves"): a folder served only
+because a workspace was asked about answers only the workspaces whose sessions folder it is; a
+folder no source names any more is not served; registry pointers naming no sessions folder are
+not followed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fuzzing the request decoder (issue 5, "Tests must show"): the pure framing and request checks
+"""Fuzzing the request decoder (docs/protocol.md §2, §3): the pure framing and request checks
 with hypothesis and atheris, and a real daemon's socket with hypothesis. No exception but the
 protocol's own escapes; every input gets a valid error (never `internal`) or, for an oversized
 line only, a closed connection; and afterwards the daemon still answers, correctly.

@@ -1,12 +1,11 @@
 """Load: 200 concurrent clients making mixed resume/get/list requests while the simulated agent
 saves 100 times a second; no errors, no wrong answers; and slow-loris clients (idle
-connections, lines trickled a byte at a time, replies never read) do not delay the others
-(issue 5, "Tests must show").
+connections, lines trickled a byte at a time, replies never read) do not delay the others.
 
 The clients run as threads in four processes (the machine has two cores; one process's GIL
 would measure itself, not the daemon). Each answer is checked on its own (support/load.py):
 consistent with the save it claims to be, and never older than one this client saw before.
-200 clients x 1,000 requests is the issue's size and the default: 45-70 s on this 2-core
+200 clients x 1,000 requests is the target size and the default: 45-70 s on this 2-core
 machine. SESSIOND_LOAD_REQUESTS sets the requests per client (smaller for a quick run).
 """
 

@@ -1,5 +1,5 @@
 """The kernel's inotify queue overflows and events are lost: sessiond notices, rescans what
-lost events (with a backoff), and `sync` still means what it says (issue 5, items 1 and 2).
+lost events (with a backoff), and `sync` still means what it says (docs/protocol.md §9).
 
 The queue is made small for real: /proc/sys/fs/inotify/max_queued_events is read when an
 inotify instance is created, so it is lowered just before the daemon starts (its one instance

@@ -1,5 +1,5 @@
 """Property: whatever the agent and its user do to the sessions folders, once `sync` returns
-every answer of one real daemon equals the cold-scan reference (issue 5, first item).
+every answer of one real daemon equals the cold-scan reference (tests/support/reference.py).
 
 A hypothesis state machine drives one daemon through random sequences of: a new session, a
 re-save, a save into another workspace's folder, a delete, garbage written over a session, an

@@ -1,6 +1,6 @@
 """Hostile and careless clients: a cap on connections with a clear error, idle and unfinished
 requests closed in time, an open-files limit that cannot silently stall the socket, and a
-socket folder that belongs to someone else (issue 5, item 4). Test-sized limits come from the
+socket folder that belongs to someone else (docs/protocol.md §1.3). Test-sized limits come from the
 config keys `max_connections`, `idle_timeout_s` and `partial_line_timeout_s`.
 
 The cases of tests/e2e/daemon/test_bad_requests.py (a folder open to others, a foreign peer uid,

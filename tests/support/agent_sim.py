@@ -2,8 +2,8 @@
 
 Used by the tests and by bench/ to build corpora: compact session JSON written to `<id>.json.tmp`
 and renamed over `<id>.json`, two journal lines per save, the location pointer, the workspace
-index upsert, and (for Codex imports) pretty JSON written in place. See
-shared/spec/codetether-format.md §1.5, §2, §3, §6.
+index upsert, and (for Codex imports) pretty JSON written in place. See docs/agent-files.md:
+"Saving", "The session document", "The workspace index", "The journal".
 """
 
 from __future__ import annotations
@@ -173,7 +173,8 @@ class AgentSim:
     def save(
         self, sessions_dir: str, session: dict[str, Any], *, mtime_ns: int | None = None
     ) -> str:
-        """`Session::save`: tmp + rename, pointer, journal, workspace index (format §1.5)."""
+        """`Session::save`: tmp + rename, pointer, journal, workspace index (docs/agent-files.md,
+        "Saving")."""
         os.makedirs(sessions_dir, exist_ok=True)
         path = os.path.join(sessions_dir, f"{session['id']}.json")
         tmp = path + ".tmp"
@@ -235,14 +236,15 @@ class AgentSim:
 
 
 def make_workspace(base: str, name: str) -> tuple[str, str]:
-    """A git checkout `base/name` and its sessions folder (format §1.1)."""
+    """A git checkout `base/name` and its sessions folder (docs/agent-files.md, "Folders")."""
     workspace = os.path.join(base, name)
     os.makedirs(os.path.join(workspace, ".git"), exist_ok=True)
     return workspace, os.path.join(workspace, ".codetether-agent", "sessions")
 
 
 def write_agent_litter(sessions_dir: str, session_id: str) -> None:
-    """The non-session files the agent leaves beside sessions (format §1.3)."""
+    """The non-session files the agent leaves beside sessions (docs/agent-files.md, "Files in a
+    sessions folder")."""
     os.makedirs(os.path.join(sessions_dir, "rlm"), exist_ok=True)
     os.makedirs(os.path.join(sessions_dir, "recall", "sessions"), exist_ok=True)
     files = {

@@ -1,13 +1,13 @@
 # ruff: noqa: E501  (the schema is quoted verbatim from the agent)
 """A stand-in for the agent's SQLite session store that writes exactly as the agent does.
 
-The schema is the agent's (`store/schema.rs`, codetether-store.md §3, verbatim), and so is its
-way of writing (§2, §3, §5.1): a connection opened and closed per save, `chmod 0600` on every
-open, `foreign_keys=ON`, WAL, `synchronous=FULL`, `BEGIN IMMEDIATE`, `revision + 1`, only the
-dirty suffix of records rewritten, bodies of 64 KiB or more stored once in `blobs` behind an
-`@sha256:` reference, `events` and `commits` rows, and the locator published (tempfile, fsync,
-rename, folder fsync) only after the commit. `migrate()` is the live import of a legacy file
-(§8.1), step by step, so a test can stop between the steps.
+The schema is the agent's (`store/schema.rs`, verbatim), and so is its way of writing: a
+connection opened and closed per save, `chmod 0600` on every open, `foreign_keys=ON`, WAL,
+`synchronous=FULL`, `BEGIN IMMEDIATE`, `revision + 1`, only the dirty suffix of records
+rewritten, bodies of 64 KiB or more stored once in `blobs` behind an `@sha256:` reference,
+`events` and `commits` rows, and the locator published (tempfile, fsync, rename, folder fsync)
+only after the commit. `migrate()` is the live import of a legacy file (docs/storage.md,
+"Following changes"), step by step, so a test can stop between the steps.
 
 Also a reference reader of the rows (plain SQL, written apart from sessionctl.store) that
 rebuilds each session in the legacy shape, for the tests' expected answers.

@@ -8,7 +8,7 @@ from tests.support.reference import HEADER_KEYS, SESSION_KEYS
 
 
 def assert_header(actual: Any, expected: dict[str, Any]) -> None:
-    """A header holds at least the reference's fields, each equal (interface §4)."""
+    """A header holds at least the reference's fields, each equal (docs/protocol.md §6)."""
     assert isinstance(actual, dict), actual
     missing = [k for k in HEADER_KEYS if k not in actual]
     assert not missing, f"header lacks {missing}: {actual}"

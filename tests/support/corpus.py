@@ -205,8 +205,9 @@ def build_corpus(base: str, seed: int = 20260801) -> Corpus:
     os.symlink(corpus.workspaces["w03"], corpus.alias)
 
     # w04: a git worktree; the agent saved some of w04's sessions into the worktree's folder
-    # (format §1.2). The worktree is a workspace of its own too. w04's two newest tie across
-    # the two folders: the greater file name wins, though its path is the smaller.
+    # (docs/agent-files.md, "Folders"). The worktree is a workspace of its own too. w04's two
+    # newest tie across the two folders: the greater file name wins, though its path is the
+    # smaller.
     w04, f04 = corpus.workspaces["w04"], corpus.folders["w04"]
     corpus.plain_sessions("w04", 3)
     worktree = os.path.join(w04, ".codetether-worktrees", "feat")

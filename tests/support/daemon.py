@@ -76,7 +76,8 @@ class DaemonProcess:
         self.base = base
         self.runtime_dir = runtime_dir or short_runtime_dir()
         self.env = private_env(env_base or base, self.runtime_dir, env)
-        # No --socket: the daemon must find its default path under $XDG_RUNTIME_DIR (§4).
+        # No --socket: the daemon must find its default path under $XDG_RUNTIME_DIR
+        # (docs/protocol.md §1.1).
         self.socket_path = os.path.join(self.runtime_dir, "sessiond", "sessiond.sock")
         self.log_path = os.path.join(base, f"{name}.log")
         self.state_dir = os.path.join(base, f"{name}-state")
@@ -195,7 +196,7 @@ class DaemonProcess:
             return ""
 
     def log_events(self) -> list[dict[str, Any]]:
-        """Every log line, parsed: each must be one JSON object (interface §7)."""
+        """Every log line, parsed: each must be one JSON object (docs/logging.md)."""
         events = []
         for number, line in enumerate(self.log_text().splitlines(), 1):
             if not line.strip():

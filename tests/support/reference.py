@@ -2,7 +2,7 @@
 
 Independent of sessiond and of sessionctl.scan: it reads every session file of the given
 folders with `json.load`, keeps the ones the agent could load, and answers `resume`, `get`
-and `list` exactly as interface §4 and codetether-format §3/§4 define them. It has no byte
+and `list` exactly as docs/protocol.md §7 and §8 define them. It has no byte
 prefilter, so (like the daemon, unlike the agent's scan) it finds a session whose directory is
 written through a symlink. Where the contract leaves an order open (two files with the same
 mtime and name, two sessions with the same `updated_at` instant) it raises instead of guessing,
@@ -56,7 +56,7 @@ class Ambiguous(AssertionError):
     """The contract does not say which of two sessions comes first: fix the corpus."""
 
 
-# --- where sessions are (interface §2) ------------------------------------------------------
+# --- where sessions are (README, "What it serves") ------------------------------------------
 
 
 def registry_folder(env: Mapping[str, str]) -> str | None:
@@ -88,8 +88,8 @@ def registered_folders(env: Mapping[str, str]) -> list[str]:
 
 
 def workspace_folder(workspace: str, env: Mapping[str, str]) -> str:
-    """The sessions folder of the agent started in `workspace` (format §1.1): the nearest
-    ancestor with `.git` that is neither `/` nor $HOME, else the workspace itself."""
+    """The sessions folder of the agent started in `workspace` (docs/agent-files.md, "Folders"):
+    the nearest ancestor with `.git` that is neither `/` nor $HOME, else the workspace itself."""
     start = real_or_raw(workspace)
     current = start
     while current != "/":
@@ -104,8 +104,9 @@ def served_folders(
     sessions_dirs: Iterable[str] = (),
     asked: Iterable[str] = (),
 ) -> list[str]:
-    """Sources 1-4 of interface §2: the env folder, the registry's folders, the given folders
-    and those of the workspaces asked about. Existing folders only, each once, resolved."""
+    """The four sources of README, "What it serves": the env folder, the registry's folders, the
+    given folders and those of the workspaces asked about. Existing folders only, each once,
+    resolved."""
     wanted = []
     data_dir = env.get("CODETETHER_DATA_DIR", "")
     if data_dir.strip():
@@ -205,7 +206,8 @@ def _twice(obj: Any, fields: set[str]) -> bool:
 
 
 def is_loadable(doc: Any) -> bool:
-    """The fields the agent's `Session` deserializer cannot do without (format §2)."""
+    """The fields the agent's `Session` deserializer cannot do without (docs/agent-files.md, "The
+    session document")."""
     if not isinstance(doc, dict):
         return False
     metadata = doc.get("metadata")
@@ -227,7 +229,7 @@ def is_loadable(doc: Any) -> bool:
 
 
 MAX_SESSION_FILE_BYTES = 512 << 20
-"""`Session::load` refuses larger files (format §2.8)."""
+"""`Session::load` refuses larger files (docs/agent-files.md, "Size limits")."""
 
 
 def load(path: str) -> SessionFile | None:
@@ -308,7 +310,7 @@ def header(session: SessionFile) -> dict[str, Any]:
 
 
 def page_kind(message: dict[str, Any]) -> str:
-    """`PageKind::classify` (format §2.4)."""
+    """`PageKind::classify` (docs/agent-files.md, "Page kinds")."""
     if message["role"] in ("system", "developer"):
         return "bootstrap"
     if message["role"] == "tool":
@@ -323,8 +325,8 @@ def last(items: list[Any], window: int) -> list[Any]:
 
 
 def windowed(doc: dict[str, Any], window: int) -> tuple[dict[str, Any], int]:
-    """`load_tail(window)` (format §4): messages and tool_uses each cut to their last `window`
-    elements, pages recomputed when they no longer match the messages (format §2.7)."""
+    """`load_tail(window)` (docs/agent-files.md, "Tail load"): messages and tool_uses each cut to
+    their last `window` elements, pages recomputed when they no longer match the messages."""
     messages = last(doc["messages"], window)
     tool_uses = last(doc["tool_uses"], window)
     pages = doc.get("pages", [])

@@ -109,8 +109,8 @@ def assert_every_answer(
 ) -> int:
     """Every resume, get and list the daemon gives equals the cold scan of `folders` now,
     leaving out the files at `hidden` (ones the daemon's user cannot read). Each workspace is
-    asked with `sync: true` first, so its own sessions folder is served (interface §2 source 4)
-    even if it appeared a moment ago. Returns how many answers were compared."""
+    asked with `sync: true` first, so its own sessions folder is served even
+    if it appeared a moment ago. Returns how many answers were compared."""
     snapshot = reference.Snapshot(folders)
     unreadable = set(hidden)
     snapshot.sessions = [s for s in snapshot.sessions if s.path not in unreadable]

@@ -1,7 +1,7 @@
-"""The agent's `.workspace_index.json` and `.listing_cache.json` kept true (issue 7), with the
-writer on a real index fed by a real indexer watching real folders (support.agentfiles_harness):
-the acceptance list of the issue. The edges (settings off, failures, own writes) are in
-test_edges.py beside it.
+"""The agent's `.workspace_index.json` and `.listing_cache.json` kept true (README, "The agent's
+own index files"), with the writer on a real index fed by a real indexer watching real folders
+(support.agentfiles_harness): the acceptance checks. The edges (settings off, failures, own
+writes) are in test_edges.py beside it.
 
 Synchronisation is by the indexer's `sync` barrier followed by the writer's idle wait: no
 sleeps. Every check compares the files with what the agent's own rules compute from the disk.

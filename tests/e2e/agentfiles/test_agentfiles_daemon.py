@@ -1,6 +1,7 @@
-"""Issue 7 with the real daemon: `sessiond run` keeps the agent's `.workspace_index.json` and
-`.listing_cache.json` true, honours the settings that turn them off, and `doctor` reports a
-file it could not write. Skipped while the writer is not wired into the daemon.
+"""The agent's own index files with the real daemon: `sessiond run` keeps the agent's
+`.workspace_index.json` and `.listing_cache.json` true, honours the settings that turn them
+off, and `doctor` reports a file it could not write. Skipped while the writer is not wired into
+the daemon.
 
 The `sync` op says when the index has caught up, but nothing says when the writer has written
 (it waits for quiet on purpose), so the files are polled with a deadline (`wait_for`).

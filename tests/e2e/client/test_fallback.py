@@ -1,5 +1,5 @@
 """`sessionctl` with the daemon stopped: the same answers from its own cold scan, marked
-`"source": "scan"`; `--no-fallback` exits 3 (interface §5)."""
+`"source": "scan"`; `--no-fallback` exits 3 (docs/protocol.md §11)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The daemon's `resume`, `get` and `list` equal a cold-scan reference on a corpus of many
-workspaces (interface §2, §4; codetether-format §3, §4)."""
+workspaces (docs/protocol.md §7, §8; tests/support/reference.py)."""
 
 from __future__ import annotations
 
@@ -208,7 +208,7 @@ def test_initial_scan_survives_a_deeply_nested_file(base: str, daemons: DaemonFa
 
 
 def test_codetether_data_dir(corpus: Corpus, daemons: DaemonFactory) -> None:
-    # With CODETETHER_DATA_DIR the agent keeps sessions and registry there (format §1.1, §1.2):
+    # With CODETETHER_DATA_DIR the agent keeps sessions and registry there (docs/agent-files.md):
     # the daemon serves that folder, and the registry under XDG_DATA_HOME no longer counts.
     daemon = daemons(env_base=corpus.base, env={"CODETETHER_DATA_DIR": corpus.data_dir}).start()
     env = corpus.data_env

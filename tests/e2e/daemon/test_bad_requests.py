@@ -1,6 +1,6 @@
 """Whatever a client sends, it gets its error and everyone else is still served: malformed
 requests, oversized lines, many clients at once, foreign peers, socket permissions
-(interface §4; issue 2 "Tests must show")."""
+(docs/protocol.md §1, §2, §4)."""
 
 from __future__ import annotations
 

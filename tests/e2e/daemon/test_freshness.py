@@ -1,5 +1,5 @@
 """The index follows the folders: saves, new workspaces, deletes, in-place writes, events,
-rescans and status counts (interface §2, §4; issue 2 "Tests must show")."""
+rescans and status counts (docs/protocol.md §5.5, §8, §9)."""
 
 from __future__ import annotations
 
@@ -214,7 +214,7 @@ def test_in_place_codex_write_is_picked_up(world: World, client: Client) -> None
 
 
 def test_a_file_turned_to_garbage_is_not_served(world: World, client: Client) -> None:
-    # Its last good header must not be served as if it were current (issue 2, item 3).
+    # Its last good header must not be served as if it were current.
     workspace = world.workspaces[0]
     older = world.new(workspace)
     newest = world.new(workspace)

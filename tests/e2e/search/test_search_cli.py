@@ -1,4 +1,4 @@
-"""`sessionctl search` as a user runs it (interface §5; docs/search.md): a readable list with
+"""`sessionctl search` as a user runs it (docs/search.md): a readable list with
 how to resume, the whole response with --json, the current workspace by default, and a clear
 exit 3 without a daemon (no cold scan)."""
 

@@ -1,4 +1,4 @@
-"""`search` end to end on a real daemon (interface §4, §11; docs/search.md): answers equal a
+"""`search` end to end on a real daemon (docs/protocol.md §5.10; docs/search.md): answers equal a
 reference that scans the files, stay true as sessions change, survive restarts and a damaged
 index, and no query can break the daemon."""
 

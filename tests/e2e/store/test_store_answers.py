@@ -170,7 +170,7 @@ def test_the_database_is_left_byte_for_byte_as_it_was(
         after = {name: _digest(os.path.join(folder, name)) for name in os.listdir(folder)}
         # SQLite itself creates -wal and -shm for a read-only connection to a WAL database when
         # they are missing (and leaves them): the only difference allowed. The agent's own
-        # sidecars are sessiond's to keep true (interface §8).
+        # sidecars are sessiond's to keep true (README, "The agent's own index files").
         allowed = {"sessions.sqlite3-wal", "sessions.sqlite3-shm", ".listing_cache.json",
                    ".workspace_index.json"}  # fmt: skip
         assert {k: v for k, v in after.items() if k not in allowed} == {
