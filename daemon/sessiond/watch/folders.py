@@ -1,5 +1,5 @@
-"""The sessions folders being served: which there are and why, which are watched or polled,
-and the agent's location registry that names new ones (README, "What it serves";
+"""The live set of served folders (`FolderSet`): which are served now, which are watched or
+polled, and the agent's location registry that names new ones (README, "What it serves";
 docs/protocol.md §5.5).
 
 Every folder is served because of claims: a source and the path that source names (a

@@ -1,4 +1,6 @@
-"""Which sessions folders the daemon serves, and why (README, "What it serves")."""
+"""The vocabulary of served folders: a `ServedFolder`, the `Source` that made it served, and
+the `Discovery` settings that say which sources count (README, "What it serves"). The live set
+of served folders, watched or polled, is `folders.FolderSet`."""
 
 from __future__ import annotations
 
