@@ -128,8 +128,8 @@ class Daemon:
             self.notifier.ready(status())
             log_event(
                 "ready",
-                sessions=counts["sessions"],
-                workspaces=counts["workspaces"],
+                sessions=counts.sessions,
+                workspaces=counts.workspaces,
                 duration_ms=round((time.monotonic() - started) * 1000, 1),
             )
         stats = asyncio.create_task(self._log_stats(ops))

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from sessiond.index.store import IndexCounts
 from sessiond.logs import log_event
 from sessiond.systemd.heartbeat import Heartbeat
 from sessiond.systemd.notify import Notifier
@@ -86,7 +87,7 @@ class Counted(Protocol):
 
     seq: int
 
-    def counts(self) -> Mapping[str, object]: ...
+    def counts(self) -> IndexCounts: ...
 
 
 class StatusText:
@@ -105,9 +106,7 @@ class StatusText:
         seq = self._index.seq
         if seq != self._seq:
             counts = self._index.counts()
-            self._text = (
-                f"serving {counts['sessions']} sessions in {counts['workspaces']} workspaces"
-            )
+            self._text = f"serving {counts.sessions} sessions in {counts.workspaces} workspaces"
             self._seq = seq
         return self._text
 

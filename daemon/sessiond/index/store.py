@@ -13,11 +13,20 @@ from __future__ import annotations
 import builtins
 import threading
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from sessiond.index.database_records import answer_order
 from sessiond.index.records import SessionRecord, split_session_path
 
 _ALL = "\x00all"  # the list cache's key for "every session"
+
+
+class IndexCounts(NamedTuple):
+    """What the index holds: sessions, the workspaces they answer, and sessions per folder."""
+
+    sessions: int
+    workspaces: int
+    per_folder: dict[str, int]
 
 
 class SessionIndex:
@@ -230,10 +239,10 @@ class SessionIndex:
     def __len__(self) -> int:
         return self._count
 
-    def counts(self) -> dict[str, object]:
+    def counts(self) -> IndexCounts:
         with self._lock:
-            return {
-                "sessions": self._count,
-                "workspaces": len({r.workspaces[-1] for r in self._all() if r.workspaces}),
-                "roots": {root: len(folder) for root, folder in self._folders.items()},
-            }
+            return IndexCounts(
+                sessions=self._count,
+                workspaces=len({r.workspaces[-1] for r in self._all() if r.workspaces}),
+                per_folder={folder: len(records) for folder, records in self._folders.items()},
+            )

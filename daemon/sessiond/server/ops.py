@@ -187,25 +187,23 @@ class Ops:
 
     async def status(self, request: Status) -> Fields:
         counts = self.index.counts()
-        roots = {r.path: r for r in self.indexer.served_folders()}
-        per_root = counts["roots"]
-        assert isinstance(per_root, dict)
+        served = {folder.path: folder for folder in self.indexer.served_folders()}
         return {
             "instance": self.instance,
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "seq": self.index.seq,
-            "sessions": counts["sessions"],
-            "workspaces": counts["workspaces"],
-            "roots": [
+            "sessions": counts.sessions,
+            "workspaces": counts.workspaces,
+            "roots": [  # the wire's name for served folders (docs/protocol.md §5.5)
                 {
                     "path": path,
-                    "sessions": per_root.get(path, 0),
-                    "watched": root.watched,
-                    "polled": root.polled,
-                    "sources": sorted(str(s) for s in root.sources),
+                    "sessions": counts.per_folder.get(path, 0),
+                    "watched": folder.watched,
+                    "polled": folder.polled,
+                    "sources": sorted(str(s) for s in folder.sources),
                 }
-                for path, root in sorted(roots.items())
+                for path, folder in sorted(served.items())
             ],
             "uploads": self.uploads.status(),
             "rescans": self.indexer.rescans,

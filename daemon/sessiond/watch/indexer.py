@@ -224,7 +224,7 @@ class Indexer:
         self._updates.building = False
         log_event(
             "index_built",
-            sessions=self.index.counts()["sessions"],
+            sessions=self.index.counts().sessions,
             roots=len(self._folders.served_folders()),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )

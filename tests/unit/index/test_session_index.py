@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from sessiond.index.records import SessionRecord
-from sessiond.index.store import SessionIndex
+from sessiond.index.store import IndexCounts, SessionIndex
 
 
 def _record(path: str, session_id: str, directory: str | None, mtime_ns: int,
@@ -70,7 +70,7 @@ def test_counts_and_roots() -> None:
     index = SessionIndex()
     index.upsert(_record("/s/a.json", "a", "/w", 1))
     index.upsert(_record("/t/b.json", "b", None, 1))
-    assert index.counts() == {"sessions": 2, "workspaces": 1, "roots": {"/s": 1, "/t": 1}}
+    assert index.counts() == IndexCounts(sessions=2, workspaces=1, per_folder={"/s": 1, "/t": 1})
     assert [r.session_id for r in index.remove_folder("/s")] == ["a"]
     assert index.records_under("/s") == []
     seq = index.seq
