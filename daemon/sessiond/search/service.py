@@ -19,6 +19,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from sessiond.index.change import Change
@@ -112,8 +114,8 @@ class SearchService:
         self._build: _Build | None = None
         self._ready = threading.Event()  # the worker opened the index and the reconcile is queued
         self._thread = threading.Thread(target=self._run, name="sessiond-search", daemon=True)
-        self._worker: Any = None
-        self._pipe: Any = None
+        self._worker: BaseProcess | None = None
+        self._pipe: Connection | None = None
 
     # --- fed by the indexer (its thread) -------------------------------------------------
 
@@ -191,10 +193,11 @@ class SearchService:
     def _open_worker(self) -> None:
         context = multiprocessing.get_context("forkserver")  # the daemon has threads: no fork
         parent, child = context.Pipe()
-        self._worker = context.Process(
+        worker = context.Process(
             target=worker_main, args=(child, self.path), name="sessiond-search", daemon=True
         )
-        self._worker.start()
+        worker.start()
+        self._worker = worker
         child.close()
         self._pipe = parent
         if not parent.poll(WORKER_START_TIMEOUT_S):
@@ -215,11 +218,14 @@ class SearchService:
             self._lock.notify_all()
 
     def _exchange(self, message: tuple[Any, ...]) -> BatchResult:
-        self._pipe.send(message)
-        while not self._pipe.poll(1.0):
-            if not self._worker.is_alive():
-                raise _WorkerFailed(f"the indexing worker exited ({self._worker.exitcode})")
-        reply: tuple[str, BatchResult] = self._pipe.recv()
+        pipe, worker = self._pipe, self._worker
+        if pipe is None or worker is None:
+            raise _WorkerFailed("the indexing worker is not running")
+        pipe.send(message)
+        while not pipe.poll(1.0):
+            if not worker.is_alive():
+                raise _WorkerFailed(f"the indexing worker exited ({worker.exitcode})")
+        reply: tuple[str, BatchResult] = pipe.recv()
         return reply[1]
 
     def _close_worker(self) -> None:
