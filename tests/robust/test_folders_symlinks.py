@@ -10,16 +10,12 @@ import pytest
 from tests.support import reference
 from tests.support.corpus import agent_env
 from tests.support.daemon import DaemonFactory, wait_for
-from tests.support.robust import Agent, assert_every_answer, config_args
+from tests.support.robust import Agent, agent_with, assert_every_answer, config_args
 
 
 @pytest.fixture
 def agent(base: str) -> Agent:
-    agent = Agent(base, os.path.join(base, "ws"))
-    for name in ("a", "b"):
-        workspace = agent.add_workspace(name)
-        agent.save(agent.new(workspace))
-    return agent
+    return agent_with(base, {"a": (1,), "b": (1,)})
 
 
 @pytest.mark.parametrize("source", ["registry", "config"])

@@ -23,7 +23,7 @@ from sessionctl import Client
 from tests.support.agent_sim import compact
 from tests.support.agentfiles_harness import CACHE, INDEX, files_true
 from tests.support.daemon import DaemonFactory, DaemonProcess, wait_for
-from tests.support.robust import Agent, assert_every_answer
+from tests.support.robust import Agent, agent_with, assert_every_answer
 
 ADDRESS_SPACE_LIMIT = 4 << 30  # far above what the daemon needs, far below a device read whole
 SYNC_TIMEOUT_S = 20.0
@@ -35,12 +35,7 @@ def _limit_memory() -> None:
 
 @pytest.fixture
 def agent(base: str) -> Agent:
-    agent = Agent(base, os.path.join(base, "ws"))
-    for name in ("alpha", "beta"):
-        workspace = agent.add_workspace(name)
-        for turns in (1, 2):
-            agent.save(agent.new(workspace, turns))
-    return agent
+    return agent_with(base, {"alpha": (1, 2), "beta": (1, 2)})
 
 
 def limited(daemons: DaemonFactory, **kwargs: Any) -> DaemonProcess:

@@ -15,7 +15,7 @@ import pytest
 from sessionctl import DaemonError
 
 from tests.support.daemon import DaemonFactory, wait_for
-from tests.support.robust import Agent, assert_every_answer
+from tests.support.robust import Agent, agent_with, assert_every_answer
 from tests.support.s3server import S3Server
 
 PASSWORD = "hunter2-endpoint-password"
@@ -35,10 +35,7 @@ def sink_env(endpoint: str, access_key: str = "AKIATESTKEY", secret: str = SECRE
 
 @pytest.fixture
 def agent(base: str) -> Agent:
-    agent = Agent(base, os.path.join(base, "ws"))
-    workspace = agent.add_workspace("alpha")
-    agent.save(agent.new(workspace, 2))
-    return agent
+    return agent_with(base, {"alpha": (2,)})
 
 
 def assert_no_secret(text: str, where: str) -> None:

@@ -10,7 +10,6 @@ tests/robust/test_socket.py).
 from __future__ import annotations
 
 import json
-import os
 import random
 import socket
 import time
@@ -21,15 +20,12 @@ import pytest
 from tests.support.agent_sim import add_turn
 from tests.support.daemon import DaemonFactory, DaemonProcess
 from tests.support.raw_socket import PING, closed, read_reply
-from tests.support.robust import Agent, config_args
+from tests.support.robust import Agent, agent_with, config_args
 
 
 @pytest.fixture
 def agent(base: str) -> Agent:
-    agent = Agent(base, os.path.join(base, "ws"))
-    workspace = agent.add_workspace("alpha")
-    agent.save(agent.new(workspace, 2))
-    return agent
+    return agent_with(base, {"alpha": (2,)})
 
 
 def reply(sock: socket.socket) -> dict[str, Any]:

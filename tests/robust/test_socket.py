@@ -20,19 +20,20 @@ import pytest
 from tests.support.daemon import DaemonFactory, DaemonProcess, finish_all, wait_for
 from tests.support.raw_socket import PING, closed
 from tests.support.raw_socket import read_reply as reply
-from tests.support.robust import Agent, OpenFilesDaemon, assert_every_answer, config_args
+from tests.support.robust import (
+    Agent,
+    OpenFilesDaemon,
+    agent_with,
+    assert_every_answer,
+    config_args,
+)
 
 NOBODY = 65534
 
 
 @pytest.fixture
 def agent(base: str) -> Agent:
-    agent = Agent(base, os.path.join(base, "ws"))
-    for name in ("alpha", "beta"):
-        workspace = agent.add_workspace(name)
-        for turns in (1, 2):
-            agent.save(agent.new(workspace, turns))
-    return agent
+    return agent_with(base, {"alpha": (1, 2), "beta": (1, 2)})
 
 
 def ping(daemon: DaemonProcess) -> tuple[socket.socket, dict[str, Any] | None]:

@@ -31,6 +31,17 @@ EVERYTHING = 1_000_000
 """A `list` limit larger than any listing in these tests."""
 
 
+def agent_with(base: str, scene: dict[str, tuple[int, ...]]) -> Agent:
+    """An agent with workspaces under `base/ws`, each saved into once per entry of its tuple (the
+    turns of that session): `{"alpha": (1, 2)}` is one workspace with two sessions."""
+    agent = Agent(base, os.path.join(base, "ws"))
+    for name, sessions in scene.items():
+        workspace = agent.add_workspace(name)
+        for turns in sessions:
+            agent.save(agent.new(workspace, turns))
+    return agent
+
+
 @dataclass
 class Agent:
     """Workspaces under `root`, saved into by one agent whose registry lives under `base`."""

@@ -21,14 +21,12 @@ from sessionctl.client import RECV_BYTES
 
 from tests.support.agent_sim import add_turn
 from tests.support.daemon import DaemonFactory, DaemonProcess
-from tests.support.robust import Agent
+from tests.support.robust import Agent, agent_with
 
 
 @pytest.fixture
 def agent(base: str) -> Agent:
-    agent = Agent(base, os.path.join(base, "ws"))
-    agent.save(agent.new(agent.add_workspace("alpha"), 2))
-    return agent
+    return agent_with(base, {"alpha": (2,)})
 
 
 @pytest.fixture

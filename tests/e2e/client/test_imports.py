@@ -24,7 +24,7 @@ from sessionctl.cli import build_parser
 from sessionctl.quickargs import COMMANDS, COMMON, quick_parse
 
 from tests.support.daemon import DaemonFactory, DaemonProcess
-from tests.support.robust import Agent
+from tests.support.robust import Agent, agent_with
 
 CLIENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(sessionctl.__file__)))
 
@@ -82,9 +82,7 @@ def run_cli(argv: list[str], env: dict[str, str], cwd: str) -> tuple[int, str, s
 
 @pytest.fixture
 def agent(base: str) -> Agent:
-    agent = Agent(base, os.path.join(base, "ws"))
-    agent.save(agent.new(agent.add_workspace("alpha"), 2))
-    return agent
+    return agent_with(base, {"alpha": (2,)})
 
 
 @pytest.fixture
