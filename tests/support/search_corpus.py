@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.support.agent_sim import AgentSim, make_workspace, new_session
 from tests.support.corpus import agent_global_root
+from tests.support.daemon import DaemonProcess, wait_for
 
 WORDS = ["zorbquix", "quendor", "quendril", "plimsok", "vartrex", "oxwimble", "drunfel"]
 PHRASE = ("marble", "lantern")
@@ -177,3 +178,18 @@ def build(base: str, sessions: int = 24, seed: int = 7) -> SearchCorpus:
         session["pages"] = ["conversation"] * len(session["messages"])
         corpus.save(name, session)
     return corpus
+
+
+BUILD_TIMEOUT_S = 120.0
+
+
+def wait_built(daemon: DaemonProcess, timeout: float = BUILD_TIMEOUT_S) -> dict[str, Any]:
+    """The first build is the one thing `sync` does not wait for: poll `status` for its end."""
+    with daemon.client() as client:
+        client.sync()
+
+        def built() -> dict[str, Any] | None:
+            search = client.status()["search"]
+            return search if search["pending"] == 0 and not search["building"] else None
+
+        return wait_for(built, timeout, "the search index built")

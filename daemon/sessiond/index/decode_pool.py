@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -75,7 +76,9 @@ class DecodePool:
             # forkserver: the daemon has threads, and a plain fork of a threaded process can
             # deadlock in the child.
             context = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                self._workers, mp_context=context, initializer=_ignore_interrupts
+            )
         return self._pool
 
     def _share(self, record: SessionRecord) -> None:
@@ -92,3 +95,9 @@ class DecodePool:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._keys.clear()
+
+
+def _ignore_interrupts() -> None:
+    """A Ctrl-C reaches the whole foreground process group; the daemon shuts the pool down
+    itself, so its workers must not each print a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -10,6 +10,7 @@ reports.
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -151,6 +152,9 @@ def lower_priority() -> None:
 def worker_main(conn: Connection, path: str) -> None:
     """The child's loop: ("jobs", [Job]) and ("check",) get a BatchResult; ("stop",) or a
     closed pipe end it."""
+    # A Ctrl-C reaches the whole foreground process group; the daemon ends this worker itself
+    # ("stop"), so the child must not die mid-batch with a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     lower_priority()
     try:
         index = _Index(path)

@@ -10,7 +10,8 @@ import pytest
 from sessionctl import DaemonError
 
 from tests.support.agent_sim import AgentSim, make_workspace, new_session
-from tests.support.daemon import DaemonFactory, wait_for
+from tests.support.daemon import STOP_TIMEOUT_S, DaemonFactory, wait_for
+from tests.support.search_corpus import wait_built
 
 
 def test_changes_made_while_down_are_served_after_a_restart(
@@ -82,3 +83,20 @@ def test_sighup_rereads_the_config_and_serves_new_folders(
     # The reload is queued before the rescan it triggers; wait for that rescan's log line.
     wait_for(lambda: daemon.events_named("rescan"), 10, "the reload's rescan")
     assert client.get(later["id"], sync=True)["session_id"] == later["id"]
+
+
+def test_ctrl_c_stops_the_daemon_and_its_worker_processes_without_a_traceback(
+    daemons: DaemonFactory, base: str
+) -> None:
+    sim = AgentSim(os.path.join(base, "xdg-data", "codetether-agent"))
+    workspace, folder = make_workspace(base, "ws")
+    sim.save(folder, new_session(workspace))
+    daemon = daemons(name="interrupted").start()
+    wait_built(daemon)  # the search worker process is running
+    assert daemon.proc is not None
+    # A Ctrl-C in the terminal of `sessiond run` reaches its whole process group.
+    os.killpg(daemon.proc.pid, signal.SIGINT)
+    assert daemon.proc.wait(STOP_TIMEOUT_S) == 0
+    log = daemon.log_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert [e["code"] for e in daemon.events_named("stop")] == [0]

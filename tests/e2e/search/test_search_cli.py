@@ -11,9 +11,8 @@ import sys
 
 import pytest
 
-from tests.e2e.search.test_search_daemon import wait_built
 from tests.support.daemon import DaemonFactory, DaemonProcess
-from tests.support.search_corpus import WORDS, SearchCorpus, build
+from tests.support.search_corpus import WORDS, SearchCorpus, build, wait_built
 
 CLI_TIMEOUT_S = 30
 

@@ -17,9 +17,16 @@ from sessionctl import Client, DaemonError
 from tests.support.agent_sim import new_session
 from tests.support.agent_store import AgentStore
 from tests.support.daemon import DaemonFactory, DaemonProcess, wait_for
-from tests.support.search_corpus import ACCENTED, PHRASE, WORDS, SearchCorpus, build, text_message
-
-BUILD_TIMEOUT_S = 120.0
+from tests.support.search_corpus import (
+    ACCENTED,
+    BUILD_TIMEOUT_S,
+    PHRASE,
+    WORDS,
+    SearchCorpus,
+    build,
+    text_message,
+    wait_built,
+)
 
 QUERIES = [
     *WORDS,
@@ -49,18 +56,6 @@ def searched(
     assert len(found) == len(answer["hits"]), "one hit per message"
     assert answer["total"] == len(answer["hits"]), query
     return found, answer
-
-
-def wait_built(daemon: DaemonProcess, timeout: float = BUILD_TIMEOUT_S) -> dict[str, Any]:
-    """The first build is the one thing `sync` does not wait for: poll `status` for its end."""
-    with daemon.client() as client:
-        client.sync()
-
-        def built() -> dict[str, Any] | None:
-            search = client.status()["search"]
-            return search if search["pending"] == 0 and not search["building"] else None
-
-        return wait_for(built, timeout, "the search index built")
 
 
 @pytest.fixture(scope="module")
