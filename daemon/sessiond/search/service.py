@@ -36,7 +36,17 @@ from sessiond.search.store import (
     read_states,
     version_key,
 )
-from sessiond.search.worker import BatchResult, Job, worker_main
+from sessiond.search.worker import (
+    BatchDone,
+    BatchResult,
+    CheckIndex,
+    IndexJobs,
+    Job,
+    Opened,
+    OpenFailed,
+    StopWorker,
+    worker_main,
+)
 
 BATCH_SESSIONS = 64
 BATCH_BYTES = 32 * 1024 * 1024  # a batch is one transaction: about this much session file
@@ -187,7 +197,7 @@ class SearchService:
                 taken = [] if check else self._take_batch()
             jobs = [Job(path, self._index.by_path(path)) for path, _ in taken]
             started = time.monotonic()
-            result = self._exchange(("check",) if check else ("jobs", jobs))
+            result = self._exchange(CheckIndex() if check else IndexJobs(jobs))
             self._finish_batch(result, len(jobs), time.monotonic() - started)
 
     def _open_worker(self) -> None:
@@ -202,10 +212,10 @@ class SearchService:
         self._pipe = parent
         if not parent.poll(WORKER_START_TIMEOUT_S):
             raise _WorkerFailed("the indexing worker did not open the index in time")
-        message = parent.recv()
-        if message[0] != "opened":  # the index cannot be opened nor made (retried, then given up)
-            raise _WorkerFailed(str(message[1]))
-        _, rebuilt, docs = message
+        message: Opened | OpenFailed = parent.recv()
+        if isinstance(message, OpenFailed):  # neither opened nor made (retried, then given up)
+            raise _WorkerFailed(message.reason)
+        rebuilt, docs = message.rebuilt, message.docs
         if rebuilt is not None:
             self.rebuilds += 1
             log_event("search_index_rebuilt", logging.WARNING, reason=rebuilt)
@@ -217,7 +227,7 @@ class SearchService:
             self._ready.set()
             self._lock.notify_all()
 
-    def _exchange(self, message: tuple[Any, ...]) -> BatchResult:
+    def _exchange(self, message: IndexJobs | CheckIndex) -> BatchResult:
         pipe, worker = self._pipe, self._worker
         if pipe is None or worker is None:
             raise _WorkerFailed("the indexing worker is not running")
@@ -225,15 +235,15 @@ class SearchService:
         while not pipe.poll(1.0):
             if not worker.is_alive():
                 raise _WorkerFailed(f"the indexing worker exited ({worker.exitcode})")
-        reply: tuple[str, BatchResult] = pipe.recv()
-        return reply[1]
+        reply: BatchDone = pipe.recv()
+        return reply.result
 
     def _close_worker(self) -> None:
         pipe, worker = self._pipe, self._worker
         self._pipe = self._worker = None
         if pipe is not None:
             try:
-                pipe.send(("stop",))
+                pipe.send(StopWorker())
             except OSError:
                 pass
         if worker is not None:

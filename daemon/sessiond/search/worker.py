@@ -50,6 +50,52 @@ class BatchResult:
     errors: list[str] = field(default_factory=list)
 
 
+# --- the messages on the pipe (pickled: plain frozen dataclasses) ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IndexJobs:
+    """Daemon → worker: index these sessions, in one transaction."""
+
+    jobs: list[Job]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckIndex:
+    """Daemon → worker: check the index file's integrity (a BatchResult says what was found)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopWorker:
+    """Daemon → worker: close the index and exit."""
+
+
+ToWorker = IndexJobs | CheckIndex | StopWorker
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """Worker → daemon, first: the index is open (`rebuilt`: why it was made anew, if it was)."""
+
+    rebuilt: str | None
+    docs: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFailed:
+    """Worker → daemon, first: the index can be neither opened nor made; the worker exits."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDone:
+    """Worker → daemon: the answer to an IndexJobs or a CheckIndex."""
+
+    result: BatchResult
+    duration_s: float
+
+
 def apply_job(writer: IndexWriter, job: Job, result: BatchResult) -> None:
     record = job.record
     if record is None:
@@ -150,37 +196,40 @@ def lower_priority() -> None:
 
 
 def worker_main(conn: Connection, path: str) -> None:
-    """The child's loop: ("jobs", [Job]) and ("check",) get a BatchResult; ("stop",) or a
-    closed pipe end it."""
+    """The child's loop: first Opened or OpenFailed; then each IndexJobs or CheckIndex gets a
+    BatchDone; StopWorker or a closed pipe ends it."""
     # A Ctrl-C reaches the whole foreground process group; the daemon ends this worker itself
-    # ("stop"), so the child must not die mid-batch with a KeyboardInterrupt traceback.
+    # (StopWorker), so the child must not die mid-batch with a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lower_priority()
     try:
         index = _Index(path)
     except Exception as exc:
-        conn.send(("failed", f"cannot open the search index {path}: {exc}"[:300]))
+        conn.send(OpenFailed(f"cannot open the search index {path}: {exc}"[:300]))
         return
     try:
-        conn.send(("opened", index.opened_reason, index.writer.count()))
+        conn.send(Opened(index.opened_reason, index.writer.count()))
     except OSError:
         return
     while True:
         try:
-            message = conn.recv()
+            message: ToWorker = conn.recv()
         except (EOFError, OSError):
             return
-        if message[0] == "stop":
+        if isinstance(message, StopWorker):
             index.writer.conn.close()
             return
         started = time.monotonic()
         try:
-            result = index.run_batch(message[1]) if message[0] == "jobs" else index.check()
+            if isinstance(message, IndexJobs):
+                result = index.run_batch(message.jobs)
+            else:
+                result = index.check()
         except Exception as exc:
             index.writer.rollback()
             result = BatchResult(errors=[f"{type(exc).__name__}: {exc}"[:300]])
             result.docs = index.writer.count()
         try:
-            conn.send(("done", result, time.monotonic() - started))
+            conn.send(BatchDone(result, time.monotonic() - started))
         except OSError:  # the daemon is gone (killed): nothing to tell, nobody to tell it to
             return
