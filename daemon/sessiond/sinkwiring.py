@@ -20,12 +20,11 @@ from sessiond.remote.catalog import CatalogKeeper
 from sessiond.remote.layout import machine_instance
 from sessiond.remote.parts import REMOTE_LEDGER_NAME, RemoteParts
 from sessiond.remote.service import RemoteService
-from sessiond.server.ops import UploadStatus
 from sessiond.sink.config import SinkConfig
 from sessiond.sink.errors import classify
 from sessiond.sink.faults import NO_FAULTS, Faults
 from sessiond.sink.ledger import Ledger
-from sessiond.sink.reports import SinkState, UploadReport
+from sessiond.sink.reports import NOTHING_TO_FLUSH, SINK_OFF, FlushResult, SinkState, UploadReport
 from sessiond.sink.uploader import HistorySink
 
 
@@ -40,7 +39,10 @@ def remote_parts(config: SinkConfig, settings: Settings) -> RemoteParts:
     return RemoteParts(config, ledger, catalog, instance)
 
 
-class Uploads(UploadStatus):
+class Uploads:
+    """The sink as the rest of the daemon sees it; with no sink, `status` and `flush` answer
+    that it is off (`server/ops.py`'s UploadService)."""
+
     def __init__(
         self,
         sink: HistorySink | None,
@@ -115,7 +117,7 @@ class Uploads(UploadStatus):
 
     def status(self) -> dict[str, Any]:
         if self._sink is None:
-            return super().status()
+            return dict(SINK_OFF)
         status = self._sink.status()
         if self._dead is not None:
             status = dataclasses.replace(
@@ -123,9 +125,9 @@ class Uploads(UploadStatus):
             )
         return status.fields()
 
-    def flush(self, timeout: float) -> dict[str, Any]:
+    def flush(self, timeout: float) -> FlushResult:
         if self._dead is not None:  # nothing will ever be uploaded: say why at once
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"the S3 sink is dead: {self._dead}")
         if self._sink is None:
-            return super().flush(timeout)
-        return self._sink.flush(timeout).fields()
+            return NOTHING_TO_FLUSH
+        return self._sink.flush(timeout)

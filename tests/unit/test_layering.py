@@ -46,6 +46,7 @@ def test_the_client_never_imports_the_daemon() -> None:
     [
         ("sessiond.index", {"watch", "server", "sink", "remote", "search", "systemd", "app"}),
         ("sessiond.sink", {"server", "watch", "search", "systemd", "app"}),
+        ("sessiond.sinkwiring", {"server", "watch", "search", "systemd", "app"}),
         ("sessiond.search", {"server", "watch", "sink", "remote", "systemd", "app"}),
         ("sessiond.logs", {"systemd", "logsetup", "config", "app"}),
     ],

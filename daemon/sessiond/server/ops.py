@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sessionctl import __version__
 from sessionctl.agent import canonicalize, workspace_sessions_dir
@@ -41,6 +41,7 @@ from sessiond.index.tails import Tail, TailCache, TailUnavailable
 from sessiond.logs import log_event
 from sessiond.remote.restore import Action
 from sessiond.search.op import search as search_op
+from sessiond.sink.reports import NOTHING_TO_FLUSH, SINK_OFF, FlushResult
 from sessiond.watch.indexer import Indexer
 
 if TYPE_CHECKING:  # the modules that build these import this one
@@ -54,22 +55,12 @@ CANONICAL_TTL_S = 1.0  # how long a workspace's resolved path is reused (a reque
 Fields = dict[str, Any]
 
 
-class UploadStatus:
-    """What `status` and `flush` need from the history sink; the no-sink default."""
+class UploadService(Protocol):
+    """What `status` and `flush` need from the history sink (`sinkwiring.Uploads`)."""
 
-    def status(self) -> Fields:
-        return {
-            "enabled": False,
-            "state": "off",
-            "pending": 0,
-            "in_flight": 0,
-            "uploaded": 0,
-            "failed": 0,
-            "last_error": None,
-        }
+    def status(self) -> Fields: ...
 
-    def flush(self, timeout: float) -> Fields:
-        return {"uploaded": 0, "failed": 0, "pending": 0, "timed_out": False}
+    def flush(self, timeout: float) -> FlushResult: ...
 
 
 class Ops:
@@ -83,7 +74,7 @@ class Ops:
         indexer: Indexer,
         env: Mapping[str, str],
         *,
-        uploads: UploadStatus | None = None,
+        uploads: UploadService | None = None,
         agent_files: AgentFiles | None = None,
         search_service: SearchService | None = None,
         remote: RemoteService | None = None,
@@ -93,7 +84,7 @@ class Ops:
         self.index = index
         self.indexer = indexer
         self.env = env
-        self.uploads = uploads if uploads is not None else UploadStatus()
+        self.uploads = uploads
         self.agent_files = agent_files
         self.search_service = search_service
         self.remote = remote
@@ -205,7 +196,7 @@ class Ops:
                 }
                 for path, folder in sorted(served.items())
             ],
-            "uploads": self.uploads.status(),
+            "uploads": dict(SINK_OFF) if self.uploads is None else self.uploads.status(),
             "rescans": self.indexer.rescans,
             "overflows": self.indexer.overflows,
             "memory": {"rss_bytes": _rss_bytes(), "tail_cache": self.tails.stats()},
@@ -235,15 +226,18 @@ class Ops:
         deadline = time.monotonic() + request.timeout
         await self._barrier(request.timeout)
         remaining = max(0.001, deadline - time.monotonic())
-        result = await asyncio.to_thread(self.uploads.flush, remaining)
-        if result.get("timed_out"):
+        if self.uploads is None:
+            result = NOTHING_TO_FLUSH
+        else:
+            result = await asyncio.to_thread(self.uploads.flush, remaining)
+        if result.timed_out:
             raise ProtocolError(
                 ErrorCode.TIMEOUT, f"uploads still pending after {request.timeout}s"
             )
         return {
-            "uploaded": result.get("uploaded", 0),
-            "failed": result.get("failed", 0),
-            "catalog_written": result.get("catalog_written"),
+            "uploaded": result.uploaded,
+            "failed": result.failed,
+            "catalog_written": result.catalog_written,
         }
 
     async def rescan(self, request: Rescan) -> Fields:

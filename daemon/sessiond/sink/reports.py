@@ -60,7 +60,7 @@ UploadReport = UploadDone | UploadFailed
 class SinkState(Enum):
     """`state` in the status's `uploads` (docs/protocol.md, "status")."""
 
-    OFF = "off"  # no S3 settings: server/ops.py's UploadStatus answers for the missing sink
+    OFF = "off"  # no S3 settings: `SINK_OFF` answers for the missing sink
     RUNNING = "running"
     DEAD = "dead"  # it could not start: it uploads nothing
 
@@ -138,3 +138,18 @@ class FlushResult:
             "pending": self.pending,
             "timed_out": self.timed_out,
         }
+
+
+SINK_OFF: dict[str, Any] = {
+    "enabled": False,
+    "state": SinkState.OFF.value,
+    "pending": 0,
+    "in_flight": 0,
+    "uploaded": 0,
+    "failed": 0,
+    "last_error": None,
+}
+"""The `uploads` member of `status` when no S3 settings are given (docs/protocol.md §5.5)."""
+
+NOTHING_TO_FLUSH = FlushResult(uploaded=0, failed=0, pending=0)
+"""A flush without a sink: nothing was pending, so nothing is."""
