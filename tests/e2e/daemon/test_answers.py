@@ -267,3 +267,14 @@ def test_workspace_folder_served_once_asked_about(base: str, daemons: DaemonFact
         expect_not_found(client, "resume", workspace=unregistered_ws)
         assert client.list()["total"] == 1
         assert [r["path"] for r in client.status()["roots"]] == [registered]
+
+
+def test_without_s3_settings_status_says_the_sink_is_off_and_flush_has_nothing_to_do(
+    corpus_daemon: DaemonProcess,
+) -> None:
+    with corpus_daemon.client() as client:
+        uploads = client.status()["uploads"]
+        flushed = client.flush(timeout=5)
+    assert uploads["enabled"] is False and uploads["state"] == "off"
+    assert (uploads["pending"], uploads["uploaded"], uploads["failed"]) == (0, 0, 0)
+    assert flushed == {"ok": True, "uploaded": 0, "failed": 0, "catalog_written": None}
