@@ -190,7 +190,7 @@ class Indexer:
         event told of, such as a write through a hard link in another folder)."""
         return self.call(lambda: self._updates.refresh(path, Counts()))
 
-    def rescan(self) -> Future[dict[str, int]]:
+    def rescan(self) -> Future[Counts]:
         return self.call(lambda: self._rescan_all(RescanReason.REQUEST))
 
     def watched_folders(self) -> list[str]:
@@ -434,7 +434,7 @@ class Indexer:
 
     # --- rescans --------------------------------------------------------------------------
 
-    def _rescan_all(self, reason: RescanReason) -> dict[str, int]:
+    def _rescan_all(self, reason: RescanReason) -> Counts:
         counts = Counts()
         started = time.monotonic()
         self._folders.read_registry()  # drops the folders no pointer names any more
@@ -455,7 +455,7 @@ class Indexer:
         self._reconciled_at = time.monotonic()
         duration_ms = round((self._reconciled_at - started) * 1000, 1)
         self._tell.rescanned(RescanSummary(reason, counts, duration_ms=duration_ms))
-        return counts.as_dict()
+        return counts
 
     def _scan_folder(self, folder: str, counts: Counts) -> Counts:
         return self._scan_folders([folder], counts)
