@@ -242,7 +242,7 @@ class Ops:
 
     async def rescan(self, request: Rescan) -> Fields:
         counts = await asyncio.wrap_future(self.indexer.rescan())
-        return dict(counts.as_dict())  # the counts `rescan` answers (docs/protocol.md §5.8)
+        return counts.as_dict()  # the counts `rescan` answers (docs/protocol.md §5.8)
 
     # --- beyond one machine (docs/remote.md) ----------------------------------------------
 
