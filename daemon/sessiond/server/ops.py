@@ -167,12 +167,7 @@ class Ops:
         )
 
     async def list(self, request: List) -> Fields:
-        workspace = request.workspace
-        if workspace is not None:
-            workspace = self._canonical(workspace, fresh=request.sync)
-            await self._serve_workspace(workspace, fresh=request.sync)
-        if request.sync:
-            await self._barrier(None)
+        workspace = await self._narrowed_to(request.workspace, request.sync)
         records, total = self.index.list(workspace, request.limit, request.offset)
         return {"source": "daemon", "sessions": [r.header_json() for r in records], "total": total}
 
@@ -208,12 +203,7 @@ class Ops:
     async def search(self, request: Search) -> Fields:
         if self.search_service is None:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "search is not enabled in this daemon")
-        workspace = request.workspace
-        if workspace is not None:
-            workspace = self._canonical(workspace, fresh=request.sync)
-            await self._serve_workspace(workspace, fresh=request.sync)
-        if request.sync:
-            await self._barrier(None)
+        workspace = await self._narrowed_to(request.workspace, request.sync)
         return await search_op(self.search_service, request, workspace)
 
     # --- barriers and actions -----------------------------------------------------------------
@@ -305,6 +295,16 @@ class Ops:
             raise ProtocolError(
                 ErrorCode.TIMEOUT, f"the index did not catch up within {limit}s"
             ) from None
+
+    async def _narrowed_to(self, workspace: str | None, sync: bool) -> str | None:
+        """The canonical workspace a `list` or `search` asks about, its folder served first (None:
+        every session); with `sync`, once every earlier change is indexed."""
+        if workspace is not None:
+            workspace = self._canonical(workspace, fresh=sync)
+            await self._serve_workspace(workspace, fresh=sync)
+        if sync:
+            await self._barrier(None)
+        return workspace
 
     def _canonical(self, workspace: str, fresh: bool) -> str:
         """The agent's canonical workspace, resolved at most once a second per spelling: the
