@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 # Imported for type checkers only: `sessionctl resume` imports this module on every call, and
 # typing, dataclasses (with inspect) and the agent's rules (datetime) cost more than the whole
@@ -49,8 +49,13 @@ class Event(StrEnum):
     RESCAN = "rescan"
 
 
-_NO_REQ = object()
-"""No `req` in the request (any JSON value, null included, can be one)."""
+class _Absent(Enum):
+    NO_REQ = "no req"
+
+
+NO_REQ = _Absent.NO_REQ
+"""No `req` in the request (any JSON value, null included, can be one): a sentinel of its own
+type, so a misplaced one cannot pass for a JSON value."""
 
 
 class ProtocolError(Exception):
@@ -366,7 +371,7 @@ def peek_req(obj: Any) -> Any:
     """The `req` tag of a decoded request, even an invalid one, so errors can echo it."""
     if isinstance(obj, Mapping) and "req" in obj:
         return obj["req"]
-    return _NO_REQ
+    return NO_REQ
 
 
 def decode_request(obj: Any) -> Request:
@@ -395,19 +400,19 @@ def decode_request(obj: Any) -> Request:
 
 
 def _with_req(body: dict[str, Any], req: Any) -> dict[str, Any]:
-    if req is not _NO_REQ:
+    if req is not NO_REQ:
         body["req"] = req
     return body
 
 
-def ok_response(fields: Mapping[str, Any] | None = None, req: Any = _NO_REQ) -> dict[str, Any]:
+def ok_response(fields: Mapping[str, Any] | None = None, req: Any = NO_REQ) -> dict[str, Any]:
     body: dict[str, Any] = {"ok": True}
     if fields:
         body.update(fields)
     return _with_req(body, req)
 
 
-def error_response(code: ErrorCode, message: str, req: Any = _NO_REQ) -> dict[str, Any]:
+def error_response(code: ErrorCode, message: str, req: Any = NO_REQ) -> dict[str, Any]:
     return _with_req({"ok": False, "error": {"code": str(code), "message": message}}, req)
 
 
@@ -483,12 +488,12 @@ _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 """Made once: json.dumps with options builds a new encoder on every call."""
 
 
-def encode_request(request: Request, req: Any = _NO_REQ) -> bytes:
+def encode_request(request: Request, req: Any = NO_REQ) -> bytes:
     """The request line for `request`: its op, the fields not at their default, `req` if given."""
     return encode_message(request.op, request.wire_fields(), req)
 
 
-def encode_message(op: str, fields: Mapping[str, Any] | None = None, req: Any = _NO_REQ) -> bytes:
+def encode_message(op: str, fields: Mapping[str, Any] | None = None, req: Any = NO_REQ) -> bytes:
     """A request line for any op and fields, unchecked (None fields left out): for an op this
     module does not know yet, and for tests that send what a typed request cannot hold."""
     body: dict[str, Any] = {"op": op}

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 from sessionctl.protocol import (
+    NO_REQ,
     ErrorCode,
     Flush,
     LineSplitter,
@@ -54,7 +55,6 @@ SLOW_REQUEST_S = 0.1
 UNTIMED = (Sync, Flush, Rescan)  # they wait by design: never "slow"
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
-_NO_REQ = peek_req(None)
 
 
 def encode_line(message: Any) -> bytearray:
@@ -278,7 +278,7 @@ class Server:
 
     async def _handle(self, line: bytes) -> tuple[Request | None, bytearray]:
         """Answer one request line; never raises."""
-        req: Any = _NO_REQ  # no `req` to echo until one is read
+        req: Any = NO_REQ  # no `req` to echo until one is read
         started = time.monotonic()
         request: Request | None = None
         try:
