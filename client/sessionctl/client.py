@@ -287,12 +287,8 @@ class Client:
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send `{"op": op, **fields}` unchecked (None fields left out, `req` as the tag) and
         return the `ok` reply: for an op this client does not know, and for tests."""
-        req = fields.pop("req", None)
-        data = (
-            protocol.encode_message(op, fields)
-            if req is None
-            else protocol.encode_message(op, fields, req)
-        )
+        req = fields.pop("req", None)  # None: no tag, as for every other None field
+        data = protocol.encode_message(op, fields, protocol.NO_REQ if req is None else req)
         return self._call(self._checked_size(data), self.timeout)
 
     def _call(self, data: bytes, timeout: float | None) -> dict[str, Any]:

@@ -259,44 +259,41 @@ def read_config_file(path: str, required: bool) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc}") from None
 
 
+def _checked_table(
+    table: Mapping[str, Any], cls: type, known: tuple[str, ...], prefix: str, where: str
+) -> dict[str, Any]:
+    """A TOML table's values for the fields of `cls` named in `known`, checked and typed;
+    errors name the key as `prefix + key` and begin with `where`."""
+    unknown = set(table) - set(known)
+    if unknown:
+        raise _unknown({prefix + key for key in unknown}, known, where)
+    hints = _types(cls)
+    bounds = {f.name: f.metadata.get("bound") for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        try:
+            out[key] = check_value(prefix + key, hints[key], bounds[key], value)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{exc}") from None
+    return out
+
+
 def from_table(table: Mapping[str, Any], source: str) -> Layer:
     """A config file's table as a layer; errors begin with `source`."""
     where = f"{source}: "
-    unknown = set(table) - set(FILE_KEYS)
-    if unknown:
-        raise _unknown(unknown, FILE_KEYS, where)
-    hints = _types(Settings)
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
-    values: dict[str, Any] = {}
+    top = {key: value for key, value in table.items() if key != "s3"}
+    values = _checked_table(top, Settings, FILE_KEYS, "", where)
     s3: dict[str, Any] = {}
-    for key, value in table.items():
-        if key == "s3":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}s3: must be a table ([s3]), got {_show(value)}")
-            s3 = s3_values(value, where)
-            continue
-        try:
-            values[key] = check_value(key, hints[key], fields[key].metadata.get("bound"), value)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}{exc}") from None
+    if "s3" in table:
+        if not isinstance(table["s3"], dict):
+            raise ConfigError(f"{where}s3: must be a table ([s3]), got {_show(table['s3'])}")
+        s3 = s3_values(table["s3"], where)
     return Layer(source, values, s3)
 
 
 def s3_values(table: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     """The `[s3]` table's values, checked and typed."""
-    unknown = set(table) - set(S3_KEYS)
-    if unknown:
-        raise _unknown({f"s3.{key}" for key in unknown}, S3_KEYS, where)
-    hints = _types(S3Settings)
-    fields = {f.name: f for f in dataclasses.fields(S3Settings)}
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        bound = fields[key].metadata.get("bound")
-        try:
-            out[key] = check_value(f"s3.{key}", hints[key], bound, value)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}{exc}") from None
-    return out
+    return _checked_table(table, S3Settings, S3_KEYS, "s3.", where)
 
 
 def s3_settings(table: Mapping[str, Any]) -> S3Settings:
@@ -343,9 +340,9 @@ def from_cli(args: argparse.Namespace) -> Layer:
         values["sessions_dirs"] = tuple(dirs)
     if getattr(args, "no_discover", False):
         values["discover"] = False
-    for key, kind in (("socket", str), ("state_dir", str)):
+    for key in ("socket", "state_dir"):
         if getattr(args, key, None):
-            values[key] = kind(getattr(args, key))
+            values[key] = str(getattr(args, key))
     if getattr(args, "log_format", None):
         values["log_format"] = LogFormat(args.log_format)
     if getattr(args, "log_level", None):
