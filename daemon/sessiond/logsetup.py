@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from sessiond.config import LogFormat, LogLevel
 from sessiond.logs import LOGGER_NAME, JsonFormatter, RedactingFilter, TextFormatter
 from sessiond.systemd import journal
 
@@ -16,29 +17,31 @@ from sessiond.systemd import journal
 LIBRARY_LOGGERS = ("watchdog", "botocore", "boto3", "urllib3", "s3transfer", "asyncio")
 
 
-def choose_format(log_format: str) -> str:
+def choose_format(log_format: LogFormat) -> LogFormat:
     """`log_format`, or for `auto` the one that suits where stderr goes."""
-    if log_format != "auto":
+    if log_format is not LogFormat.AUTO:
         return log_format
     if journal.stderr_is_journal() and journal.journal_available():
-        return "journal"  # stderr is systemd's stream to the journal: use real fields
-    return "text" if sys.stderr.isatty() else "json"
+        return LogFormat.JOURNAL  # stderr is systemd's stream to the journal: use real fields
+    return LogFormat.TEXT if sys.stderr.isatty() else LogFormat.JSON
 
 
-def configure(log_format: str = "auto", level: str = "info") -> str:
+def configure(
+    log_format: LogFormat | str = LogFormat.AUTO, level: LogLevel | str = LogLevel.INFO
+) -> LogFormat:
     """Route sessiond's logs to stderr in `log_format`; return the format chosen. Raises
     RuntimeError for `journal` without systemd-python."""
-    chosen = choose_format(log_format)
+    chosen = choose_format(LogFormat(log_format))
     handler: logging.Handler
-    if chosen == "journal":
+    if chosen is LogFormat.JOURNAL:
         handler = journal.JournalHandler()
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+        handler.setFormatter(JsonFormatter() if chosen is LogFormat.JSON else TextFormatter())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger(LOGGER_NAME)
     root.handlers[:] = [handler]
-    set_level(level)
+    set_level(LogLevel(level))
     root.propagate = False
     for name in LIBRARY_LOGGERS:
         lib = logging.getLogger(name)
@@ -48,5 +51,5 @@ def configure(log_format: str = "auto", level: str = "info") -> str:
     return chosen
 
 
-def set_level(level: str) -> None:
-    logging.getLogger(LOGGER_NAME).setLevel(getattr(logging, level.upper(), logging.INFO))
+def set_level(level: LogLevel) -> None:
+    logging.getLogger(LOGGER_NAME).setLevel(getattr(logging, level.value.upper()))
