@@ -1,4 +1,4 @@
-"""The search index file on its own (sessiond.search.store, service.run_query), on real SQLite
+"""The search index file on its own (sessiond.search.store, ranking.run_query), on real SQLite
 files: ranking and its cap, what growth and edits do to a session's rows, and that a foreign
 or outdated file is rebuilt."""
 
@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from sessiond.search.query import to_fts
-from sessiond.search.service import run_query
+from sessiond.search.ranking import run_query
 from sessiond.search.store import (
     SLOT_BITS,
     IndexWriter,
