@@ -20,18 +20,8 @@ from sessionctl import Client, DaemonUnreachable
 from sessionctl.client import RECV_BYTES
 
 from tests.support.agent_sim import add_turn
-from tests.support.daemon import DaemonFactory, DaemonProcess
-from tests.support.robust import Agent, agent_with
-
-
-@pytest.fixture
-def agent(base: str) -> Agent:
-    return agent_with(base, {"alpha": (2,)})
-
-
-@pytest.fixture
-def daemon(agent: Agent, daemons: DaemonFactory) -> DaemonProcess:
-    return daemons().start()
+from tests.support.daemon import DaemonProcess
+from tests.support.robust import Agent
 
 
 def test_large_replies_arrive_whole_and_the_buffer_shrinks_after_them(

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from sessionctl.cli import build_parser
 from sessionctl.quickargs import COMMANDS, COMMON, quick_parse
 
-from tests.support.daemon import DaemonFactory, DaemonProcess
-from tests.support.robust import Agent, agent_with
+from tests.support.daemon import DaemonProcess
+from tests.support.robust import Agent
 
 CLIENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(sessionctl.__file__)))
 
@@ -78,16 +78,6 @@ def run_cli(argv: list[str], env: dict[str, str], cwd: str) -> tuple[int, str, s
     out, _, modules = done.stdout.rpartition("MODULES ")
     assert modules, done.stderr
     return done.returncode, out + done.stderr, set(modules.split())
-
-
-@pytest.fixture
-def agent(base: str) -> Agent:
-    return agent_with(base, {"alpha": (2,)})
-
-
-@pytest.fixture
-def daemon(agent: Agent, daemons: DaemonFactory) -> DaemonProcess:
-    return daemons().start()
 
 
 def test_hot_commands_against_the_daemon_import_only_the_round_trip(
