@@ -44,11 +44,6 @@ from tests.support.agentfiles_scenes import (
 )
 
 
-@pytest.fixture
-def scene(tmp_path: Path) -> Scene:
-    return Scene.make(tmp_path)
-
-
 def test_mixed_history_leaves_both_files_true(scene: Scene) -> None:
     root, env, global_root, shared = scene.root, scene.env, scene.global_root, scene.shared
     ws = workspaces(root, 6)

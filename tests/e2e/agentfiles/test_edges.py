@@ -26,11 +26,6 @@ from tests.support.agentfiles_harness import (
 from tests.support.agentfiles_scenes import Scene, assert_true, planted_corpus, save, workspaces
 
 
-@pytest.fixture
-def scene(tmp_path: Path) -> Scene:
-    return Scene.make(tmp_path)
-
-
 def test_own_writes_set_off_nothing_and_agent_writes_are_answered(scene: Scene) -> None:
     root, env, global_root, shared = scene.root, scene.env, scene.global_root, scene.shared
     ws = workspaces(root, 2)
