@@ -94,6 +94,13 @@ def flush(machine: Machine) -> None:
     assert result["failed"] == 0, (result, machine.daemon.client().status()["uploads"])
 
 
+def uploaded(machine: Machine, session: dict[str, Any]) -> None:
+    """Save `session` as the agent does, make the daemon see it, and flush every upload."""
+    machine.sim.save(machine.sessions_dir, session)
+    machine.daemon.client().sync()
+    flush(machine)
+
+
 def tool_session(directory: str, turns: int, seed: int) -> dict[str, Any]:
     session = new_session(directory, title="réparer le cache ✓ 日本語")
     rng = random.Random(seed)
@@ -197,9 +204,7 @@ def test_corrupt_or_missing_objects_fail_cleanly(
 ) -> None:
     laptop, desk = pair
     session = tool_session(laptop.workspace, 4, seed=3)
-    laptop.sim.save(laptop.sessions_dir, session)
-    laptop.daemon.client().sync()
-    flush(laptop)
+    uploaded(laptop, session)
     store = s3_server.client()
     keys = [
         item["Key"]
@@ -239,9 +244,7 @@ def test_a_folder_that_cannot_be_written_is_refused_and_left_empty(
 ) -> None:
     laptop, desk = pair
     session = tool_session(laptop.workspace, 2, seed=4)
-    laptop.sim.save(laptop.sessions_dir, session)
-    laptop.daemon.client().sync()
-    flush(laptop)
+    uploaded(laptop, session)
     # A file where the agent's folder would be: no user can write a sessions folder there.
     blocked = os.path.join(desk.home, "blocked")
     os.makedirs(blocked)
@@ -282,9 +285,7 @@ def test_a_bucket_that_is_down_at_restore_leaves_nothing(
     laptop.daemon.start()
     desk.daemon.start()
     session = tool_session(laptop.workspace, 3, seed=5)
-    laptop.sim.save(laptop.sessions_dir, session)
-    laptop.daemon.client().sync()
-    flush(laptop)
+    uploaded(laptop, session)
     assert restore(desk, session["id"], workspace=desk.workspace, dry_run=True)["action"] == (
         "created"
     )
@@ -388,16 +389,12 @@ def test_one_appended_message_on_a_large_session_costs_its_bytes(
         rng = random.Random(9)
         for _ in range(3):
             add_turn(session, rng)
-        laptop.sim.save(laptop.sessions_dir, session)
-        laptop.daemon.client().sync()
-        flush(laptop)
+        uploaded(laptop, session)
         sent_before = proxy.sent
         message = {"role": "user", "content": [{"type": "text", "text": "one more ✓"}]}
         session["messages"].append(message)
         session["pages"].append("user")
-        laptop.sim.save(laptop.sessions_dir, session)
-        laptop.daemon.client().sync()
-        flush(laptop)
+        uploaded(laptop, session)
         on_wire = proxy.sent - sent_before
         size = len(compact(session))
         print(f"one appended message on a {size} byte session: {on_wire} bytes sent")
@@ -420,9 +417,7 @@ def _cli(machine: Machine, *argv: str) -> subprocess.CompletedProcess[str]:
 def test_the_cli_lists_restores_and_refuses_a_database_row(pair: tuple[Machine, Machine]) -> None:
     laptop, desk = pair
     session = tool_session(laptop.workspace, 2, seed=30)
-    laptop.sim.save(laptop.sessions_dir, session)
-    laptop.daemon.client().sync()
-    flush(laptop)
+    uploaded(laptop, session)
 
     listed = _cli(desk, "remote", "list", "--machine", "laptop")
     assert listed.returncode == 0, listed.stderr
@@ -508,9 +503,7 @@ def test_an_outage_in_the_middle_of_a_restore_leaves_nothing(
     laptop.daemon.start()
     desk.daemon.start()
     session = tool_session(laptop.workspace, 3, seed=6)
-    laptop.sim.save(laptop.sessions_dir, session)
-    laptop.daemon.client().sync()
-    flush(laptop)
+    uploaded(laptop, session)
     outcome: dict[str, Any] = {}
 
     def run() -> None:
