@@ -11,7 +11,7 @@ import threading
 from collections import deque
 
 from tests.support.daemon import DaemonProcess, finish_all, wait_for
-from tests.support.robust import Agent, OpenFilesDaemon, assert_every_answer
+from tests.support.robust import Agent, OpenFilesDaemon, admitted_client, assert_every_answer
 
 NOFILE = 200  # soft and hard: the daemon cannot raise it, so its cap is 200 - 128 = 72
 HELD = 600  # connections the flood keeps open at once (the test process allows many more)
@@ -84,16 +84,9 @@ def test_a_connection_flood_under_a_low_open_files_limit_loses_no_save(base: str
             total = flood.connects
         print(f"\nflood: {total} connects, at most {most_fds} of {NOFILE} descriptors in use")
 
-        def checking_client() -> object:
-            client = daemon.client()
-            try:
-                client.ping()
-            except Exception:
-                client.close()
-                return None
-            return client
-
-        with wait_for(checking_client, 30, "a place for the checking client") as client:
+        with wait_for(
+            lambda: admitted_client(daemon), 30, "a place for the checking client"
+        ) as client:
             client.sync(timeout=30)
             lost = [sid for sid in agent.docs if _header_or_none(client, sid) is None]
             print(f"saves lost under descriptor exhaustion: {len(lost)} of {len(agent.docs)}")

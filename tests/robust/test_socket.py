@@ -23,6 +23,7 @@ from tests.support.raw_socket import read_reply as reply
 from tests.support.robust import (
     Agent,
     OpenFilesDaemon,
+    admitted_client,
     agent_with,
     assert_every_answer,
     config_args,
@@ -181,17 +182,6 @@ def test_an_open_files_limit_cannot_silently_stall_the_socket(
         assert not roomy.events_named("connections_capped")
     finally:
         finish_all(made)
-
-
-def admitted_client(daemon: DaemonProcess) -> Any:
-    """A library client whose connection was admitted, or None."""
-    client = daemon.client()
-    try:
-        client.ping()
-    except Exception:
-        client.close()
-        return None
-    return client
 
 
 def test_socket_folder_owned_by_another_user_is_refused(daemons: DaemonFactory) -> None:

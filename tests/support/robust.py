@@ -202,6 +202,18 @@ class OpenFilesDaemon(DaemonProcess):
         raise AssertionError("no open-files line in /proc/PID/limits")
 
 
+def admitted_client(daemon: DaemonProcess) -> Client | None:
+    """A library client whose connection the daemon admitted (its `ping` answered), or None:
+    for waiting, with `wait_for`, until a capped daemon has a place for one more."""
+    client = daemon.client()
+    try:
+        client.ping()
+    except Exception:
+        client.close()
+        return None
+    return client
+
+
 def modes_apply_to_daemon(daemon: DaemonProcess) -> bool:
     """True when the running daemon really cannot read a mode 000 file (checked, not assumed:
     its capability sets are read from /proc)."""
