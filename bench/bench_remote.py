@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.common import log
 from bench.daemon import Daemon
-from tests.support.agent_sim import AgentSim, compact, new_session
+from tests.support.agent_sim import AgentSim, big_session, compact, new_session
 from tests.support.daemon import private_env
 from tests.support.s3proxy import RecordingProxy
 from tests.support.s3server import S3Server
@@ -94,16 +94,6 @@ def small(directory: str, number: int) -> dict[str, Any]:
     return session
 
 
-def big(directory: str, mib: int) -> dict[str, Any]:
-    session = new_session(directory, title="big")
-    text = ('é✓/"\\\n\t' + "x" * 1000) * 1000
-    for number in range(mib):
-        role = "user" if number % 2 else "assistant"
-        session["messages"].append({"role": role, "content": [{"type": "text", "text": text}]})
-        session["pages"].append("conversation")
-    return session
-
-
 def figure_requests(work: str, server: S3Server, total: int) -> dict[str, Any]:
     bucket = f"remote-list-{total}"
     server.create_bucket(bucket)
@@ -150,7 +140,7 @@ def figure_large(work: str, server: S3Server, mib: int, saves: int) -> dict[str,
         laptop = Machine(os.path.join(work, "large"), "laptop", proxy.endpoint, bucket).start()
         desk = Machine(os.path.join(work, "large"), "desk", server.endpoint, bucket).start()
         try:
-            session = big(laptop.workspace, mib)
+            session = big_session(laptop.workspace, mib, title="big", pages=True)
             laptop.save(session)
             laptop.flush()
             out["file_bytes"] = len(compact(session))

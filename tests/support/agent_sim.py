@@ -156,6 +156,25 @@ def add_turn(session: dict[str, Any], rng: random.Random, text_bytes: int = 200)
     session["updated_at"] = chrono_time(dt.datetime.now(dt.UTC))
 
 
+BIG_TEXT = ('é✓/"\\\n\t' + "x" * 1000) * 1000
+"""~1 MB of message text, JSON escapes included (a quote, a backslash, a newline, a tab and
+non-ASCII characters in every KB)."""
+
+
+def big_session(
+    directory: str | None, messages: int, *, title: str | None = None, pages: bool = False
+) -> dict[str, Any]:
+    """A new session of `messages` messages of BIG_TEXT each (~1 MB), assistant and user in
+    turn: `messages` MB of history. With `pages`, each message gets its page kind."""
+    session = new_session(directory, title=title)
+    for number in range(messages):
+        role = "user" if number % 2 else "assistant"
+        session["messages"].append({"role": role, "content": [{"type": "text", "text": BIG_TEXT}]})
+        if pages:
+            session["pages"].append("conversation")
+    return session
+
+
 @dataclass
 class AgentSim:
     """One agent installation: where its global registry lives and how it saves."""

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sessionctl.client import DaemonError
 
-from tests.support.agent_sim import AgentSim, add_turn, compact, new_session
+from tests.support.agent_sim import AgentSim, add_turn, big_session, compact, new_session
 from tests.support.agent_store import AgentStore, rows_as_sessions
 from tests.support.daemon import DaemonFactory, DaemonProcess, wait_for
 from tests.support.s3proxy import RecordingProxy
@@ -109,15 +109,6 @@ def tool_session(directory: str, turns: int, seed: int) -> dict[str, Any]:
     return session
 
 
-def big_session(directory: str, mib: int) -> dict[str, Any]:
-    session = new_session(directory, title="big")
-    text = ('é✓/"\\\n\t' + "x" * 1000) * 1000
-    for number in range(mib):
-        role = "user" if number % 2 else "assistant"
-        session["messages"].append({"role": role, "content": [{"type": "text", "text": text}]})
-    return session
-
-
 def moved(session: dict[str, Any], directory: str) -> dict[str, Any]:
     copy = json.loads(json.dumps(session))
     copy["metadata"]["directory"] = directory
@@ -141,7 +132,7 @@ def test_sessions_saved_on_laptop_are_listed_and_restored_on_desk(
     laptop, desk = pair
     small = tool_session(laptop.workspace, 5, seed=1)
     plain = new_session(laptop.workspace, title="empty")
-    big = big_session(laptop.workspace, 7)  # over the 5 MiB multipart threshold
+    big = big_session(laptop.workspace, 7, title="big")  # over the 5 MiB multipart threshold
     codex = tool_session(laptop.workspace, 3, seed=2)
     for session in (small, plain, big):
         laptop.sim.save(laptop.sessions_dir, session)
@@ -385,7 +376,7 @@ def test_one_appended_message_on_a_large_session_costs_its_bytes(
         desk = _machine(daemons, base, "desk", s3_server.endpoint, s3_bucket)
         laptop.daemon.start()
         desk.daemon.start()
-        session = big_session(laptop.workspace, 8)
+        session = big_session(laptop.workspace, 8, title="big")
         rng = random.Random(9)
         for _ in range(3):
             add_turn(session, rng)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.agent_sim import AgentSim, compact, new_session
+from tests.support.agent_sim import BIG_TEXT, AgentSim, big_session, compact, new_session
 from tests.support.daemon import DaemonFactory, DaemonProcess, wait_for
 from tests.support.s3proxy import RecordingProxy
 from tests.support.s3server import S3Server
@@ -26,7 +26,6 @@ MIB = 1 << 20
 # What one delta upload may cost on the wire beyond the new bytes: HEAD, create, copy part,
 # upload part, complete, HEAD, each a signed HTTP request (measured ~5.6 KiB in all).
 DELTA_OVERHEAD = 16 * 1024
-_BIG_TEXT = ('é✓/"\\\n\t' + "x" * 1000) * 1000  # ~1 MB a message, escapes included
 
 
 @pytest.fixture
@@ -61,15 +60,6 @@ class Workspace:
         self.dir = os.path.join(base, "proj")
         self.sessions_dir = os.path.join(self.dir, ".codetether-agent", "sessions")
         os.makedirs(self.sessions_dir)
-
-    def big(self, mib: int) -> dict[str, Any]:
-        session = new_session(self.dir)
-        for number in range(mib):
-            role = "user" if number % 2 else "assistant"
-            session["messages"].append(
-                {"role": role, "content": [{"type": "text", "text": _BIG_TEXT}]}
-            )
-        return session
 
     def save(self, session: dict[str, Any]) -> None:
         self.sim.save(self.sessions_dir, session)
@@ -146,7 +136,7 @@ def test_fifty_appends_to_a_20_mib_history_send_only_their_bytes(
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
     daemon = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
-    session = ws.big(20)
+    session = big_session(ws.dir, 20)
     ws.save(session)
     settled(daemon)
     assert store.get(session["id"]) == expected(session)
@@ -175,13 +165,13 @@ def test_an_edited_message_is_uploaded_whole(
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
     daemon = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
-    session = ws.big(6)
+    session = big_session(ws.dir, 6)
     ws.save(session)
     settled(daemon)
     append(session, 1)
     ws.save(session)
     settled(daemon)
-    session["messages"][3]["content"][0]["text"] = _BIG_TEXT.replace("x", "y", 1)  # same size
+    session["messages"][3]["content"][0]["text"] = BIG_TEXT.replace("x", "y", 1)  # same size
     append(session, 2)  # longer than before, but no longer an extension
     ws.save(session)
     settled(daemon)
@@ -199,7 +189,7 @@ def test_an_object_replaced_by_another_writer_is_uploaded_whole(
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
     daemon = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
-    session = ws.big(6)
+    session = big_session(ws.dir, 6)
     ws.save(session)
     settled(daemon)
     store.put(session["id"], b"another writer's history\n" * 300_000)  # as large, other bytes
@@ -228,7 +218,7 @@ def test_a_replacement_between_the_check_and_the_copy_is_caught(
     daemon = daemon_for(
         daemons, base, ws, proxy.endpoint, s3_bucket, faults="sink_pause_after_head"
     ).start()
-    session = ws.big(6)
+    session = big_session(ws.dir, 6)
     ws.save(session)
     settled(daemon)
     append(session, 1)
@@ -252,7 +242,7 @@ def test_an_outage_between_two_parts_leaves_no_upload_open(
     daemon = daemon_for(
         daemons, base, ws, proxy.endpoint, s3_bucket, faults="sink_pause_after_copy"
     ).start()
-    session = ws.big(6)
+    session = big_session(ws.dir, 6)
     ws.save(session)
     settled(daemon)
     append(session, 1)
@@ -280,7 +270,7 @@ def test_a_crash_between_two_parts_leaves_no_upload_open(
     first = daemon_for(
         daemons, base, ws, proxy.endpoint, s3_bucket, faults="sink_pause_after_copy"
     ).start()
-    session = ws.big(6)
+    session = big_session(ws.dir, 6)
     ws.save(session)
     settled(first)
     append(session, 1)
@@ -303,14 +293,14 @@ def test_a_history_crossing_5_mib_goes_delta_from_then_on(
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
     daemon = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
-    session = ws.big(4)
+    session = big_session(ws.dir, 4)
     ws.save(session)
     settled(daemon)
     append(session, 1)  # the object is under 5 MiB: a copy part would be too small
     ws.save(session)
     settled(daemon)
-    session["messages"].append({"role": "user", "content": [{"type": "text", "text": _BIG_TEXT}]})
-    session["messages"].append({"role": "user", "content": [{"type": "text", "text": _BIG_TEXT}]})
+    session["messages"].append({"role": "user", "content": [{"type": "text", "text": BIG_TEXT}]})
+    session["messages"].append({"role": "user", "content": [{"type": "text", "text": BIG_TEXT}]})
     ws.save(session)  # now over 5 MiB, uploaded whole: the object it extends was smaller
     settled(daemon)
     assert len(expected(session)) > 5 * MIB

@@ -19,7 +19,7 @@ from sessiond.sink import s3
 from sessiond.sink.reports import FlushResult
 from sessiond.sink.uploader import HistorySink
 
-from tests.support.agent_sim import new_session
+from tests.support.agent_sim import big_session, new_session
 from tests.support.paths import DATA
 from tests.support.s3server import S3Server, Sessions, new_turns, sink_config, wait_for
 
@@ -199,11 +199,7 @@ def test_nothing_is_uploaded_twice_for_the_same_content(
 def test_a_history_over_100_mb_goes_multipart_and_arrives_intact(
     sink: HistorySink, sessions: Sessions, s3_server: S3Server, s3_bucket: str, sink_log: Any
 ) -> None:
-    session = new_session("/w")
-    chunk = ('é✓/"\\\n\t' + "x" * 1000) * 1000  # ~1 MB per message, escapes included
-    for number in range(105):
-        role = "user" if number % 2 else "assistant"
-        session["messages"].append({"role": role, "content": [{"type": "text", "text": chunk}]})
+    session = big_session("/w", 105)
     sessions.save(session)
     expected = sessions.expected(session["id"])
     assert len(expected) > 100 * 1024 * 1024
