@@ -130,6 +130,17 @@ def release(daemon: DaemonProcess) -> None:
     Path(daemon.state_dir, "sink-pause.release").touch()
 
 
+def grown(daemon: DaemonProcess, ws: Workspace) -> dict[str, Any]:
+    """A 6 MiB session saved and uploaded whole, then one message appended and saved: the
+    upload it sets off is the delta the test is about."""
+    session = big_session(ws.dir, 6)
+    ws.save(session)
+    settled(daemon)
+    append(session, 1)
+    ws.save(session)
+    return session
+
+
 @pytest.mark.slow
 def test_fifty_appends_to_a_20_mib_history_send_only_their_bytes(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str, proxy: RecordingProxy
@@ -165,11 +176,7 @@ def test_an_edited_message_is_uploaded_whole(
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
     daemon = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
-    session = big_session(ws.dir, 6)
-    ws.save(session)
-    settled(daemon)
-    append(session, 1)
-    ws.save(session)
+    session = grown(daemon, ws)
     settled(daemon)
     session["messages"][3]["content"][0]["text"] = BIG_TEXT.replace("x", "y", 1)  # same size
     append(session, 2)  # longer than before, but no longer an extension
@@ -218,11 +225,7 @@ def test_a_replacement_between_the_check_and_the_copy_is_caught(
     daemon = daemon_for(
         daemons, base, ws, proxy.endpoint, s3_bucket, faults="sink_pause_after_head"
     ).start()
-    session = big_session(ws.dir, 6)
-    ws.save(session)
-    settled(daemon)
-    append(session, 1)
-    ws.save(session)
+    session = grown(daemon, ws)
     wait_for(lambda: paused(daemon), 30, "the delta paused after its HEAD")
     store.put(session["id"], b"another writer's history\n" * 300_000)
     release(daemon)
@@ -242,11 +245,7 @@ def test_an_outage_between_two_parts_leaves_no_upload_open(
     daemon = daemon_for(
         daemons, base, ws, proxy.endpoint, s3_bucket, faults="sink_pause_after_copy"
     ).start()
-    session = big_session(ws.dir, 6)
-    ws.save(session)
-    settled(daemon)
-    append(session, 1)
-    ws.save(session)
+    session = grown(daemon, ws)
     wait_for(lambda: paused(daemon), 30, "the delta paused after its copy part")
     proxy.stop()  # the store goes away between the copied part and the new bytes
     release(daemon)
@@ -270,11 +269,7 @@ def test_a_crash_between_two_parts_leaves_no_upload_open(
     first = daemon_for(
         daemons, base, ws, proxy.endpoint, s3_bucket, faults="sink_pause_after_copy"
     ).start()
-    session = big_session(ws.dir, 6)
-    ws.save(session)
-    settled(first)
-    append(session, 1)
-    ws.save(session)
+    session = grown(first, ws)
     wait_for(lambda: paused(first), 30, "the delta paused after its copy part")
     first.kill()  # SIGKILL between the parts
     assert len(store.open_uploads()) == 1
