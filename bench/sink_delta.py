@@ -21,7 +21,8 @@ from typing import Any
 
 from sessionctl import Client
 
-from bench.bench_sink import (
+from bench.common import log
+from bench.sink_harness import (
     BIG_DEADLINE_S,
     BUCKET,
     FLUSH_TIMEOUT_S,
@@ -33,7 +34,6 @@ from bench.bench_sink import (
     big_session,
     sink_daemon,
 )
-from bench.common import log
 from tests.support.agent_sim import compact
 from tests.support.daemon import private_env
 from tests.support.s3proxy import RecordingProxy
