@@ -19,41 +19,21 @@ from typing import Any
 import pytest
 
 from tests.support.daemon import DaemonFactory, DaemonProcess, wait_for
-from tests.support.robust import Agent, assert_every_answer
+from tests.support.robust import Agent, KernelLimit, assert_every_answer, kernel_limit
 
 MAX_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
 
 
-class WatchLimit:
-    def __init__(self, old: str) -> None:
-        self.old = old
-
-    def restore(self) -> None:
-        with open(MAX_WATCHES, "w") as fh:
-            fh.write(self.old)
-
-    def exhausted(self, action: Callable[[], Any]) -> Any:
-        """Run `action` with no inotify watch left to add, then give the limit back."""
-        with open(MAX_WATCHES, "w") as fh:
-            fh.write("1")
-        try:
-            return action()
-        finally:
-            self.restore()
-
-
 @pytest.fixture
-def watch_limit() -> Iterator[WatchLimit]:
-    try:
-        with open(MAX_WATCHES) as fh:
-            limit = WatchLimit(fh.read().strip())
-        limit.restore()  # writable?
-    except OSError as exc:
-        pytest.skip(f"{MAX_WATCHES} is not writable here ({exc.strerror}): no real exhaustion")
-    try:
+def watch_limit() -> Iterator[KernelLimit]:
+    """The system's watch limit; `exhausted` runs an action with no watch left to add."""
+    with kernel_limit(MAX_WATCHES, "no real exhaustion") as limit:
         yield limit
-    finally:
-        limit.restore()
+
+
+def exhausted(watch_limit: KernelLimit, action: Callable[[], Any]) -> Any:
+    """Run `action` with no inotify watch left to add, then give the limit back."""
+    return watch_limit.lowered(1, action)
 
 
 def polled_roots(client: Any) -> set[str]:
@@ -74,7 +54,7 @@ def visible_without_sync(client: Any, agent: Agent, workspace: str) -> float:
 
 
 def test_folders_met_without_watches_left_are_polled(
-    watch_limit: WatchLimit, base: str, daemons: DaemonFactory
+    watch_limit: KernelLimit, base: str, daemons: DaemonFactory
 ) -> None:
     agent = Agent(base, os.path.join(base, "ws"))
     watched = agent.add_workspace("watched")
@@ -93,7 +73,7 @@ def test_folders_met_without_watches_left_are_polled(
             client.sync()
             client.resume(asked, sync=True)
 
-        watch_limit.exhausted(meet_new_folders)
+        exhausted(watch_limit, meet_new_folders)
         assert_every_answer(client, agent.served(), agent.workspaces, list(agent.docs))
         assert polled_roots(client) == {agent.folders[named], agent.folders[asked]}
         assert daemon.events_named("root_unwatchable")
@@ -121,7 +101,7 @@ def test_folders_met_without_watches_left_are_polled(
 
 
 def test_a_registry_met_without_watches_left_is_polled(
-    watch_limit: WatchLimit, base: str, daemons: DaemonFactory
+    watch_limit: KernelLimit, base: str, daemons: DaemonFactory
 ) -> None:
     agent = Agent(base, os.path.join(base, "ws"))
     first = agent.add_workspace("first")
@@ -135,7 +115,7 @@ def test_a_registry_met_without_watches_left_is_polled(
             # Answered right while no watch can be added at all, not only once there can.
             assert_every_answer(client, agent.served(), [first], list(agent.docs))
 
-        watch_limit.exhausted(first_save)
+        exhausted(watch_limit, first_save)
         assert polled_roots(client) == {agent.folders[first]}
         # The registry is polled too: a workspace named later is found without any question
         # about it, by `sync` at once...

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.agent_sim import add_turn, compact
 from tests.support.daemon import DaemonFactory, DaemonProcess, wait_for
-from tests.support.robust import Agent, assert_every_answer, config_args
+from tests.support.robust import Agent, KernelLimit, assert_every_answer, config_args, kernel_limit
 
 MAX_QUEUED = "/proc/sys/fs/inotify/max_queued_events"
 SMALL_QUEUE = 1  # a save is 4 events (create, close, the two halves of a rename): it overflows
@@ -25,41 +25,17 @@ WORKSPACES = 4
 SESSIONS_PER_WORKSPACE = 100
 
 
-class SmallQueue:
-    """The system's limit, lowered until a daemon has made its inotify instance."""
-
-    def __init__(self, old: str) -> None:
-        self.old = old
-
-    def restore(self) -> None:
-        with open(MAX_QUEUED, "w") as fh:
-            fh.write(self.old)
-
-    def start(self, daemon: DaemonProcess) -> DaemonProcess:
-        """Start `daemon` with the small limit, then put the system's limit back at once (it
-        applies to every inotify instance made meanwhile, other programs' too)."""
-        with open(MAX_QUEUED, "w") as fh:
-            fh.write(str(SMALL_QUEUE))
-        try:
-            daemon.start()
-        finally:
-            self.restore()
-        return daemon
-
-
 @pytest.fixture
-def small_queue() -> Iterator[SmallQueue]:
-    """Skips when the limit cannot be written (not root, or a read-only /proc)."""
-    try:
-        with open(MAX_QUEUED) as fh:
-            queue = SmallQueue(fh.read().strip())
-        queue.restore()  # writable?
-    except OSError as exc:
-        pytest.skip(f"{MAX_QUEUED} is not writable here ({exc.strerror}): no real overflow")
-    try:
-        yield queue
-    finally:
-        queue.restore()
+def small_queue() -> Iterator[KernelLimit]:
+    """The system's queue limit, lowered (`start`) until a daemon has made its inotify instance."""
+    with kernel_limit(MAX_QUEUED, "no real overflow") as limit:
+        yield limit
+
+
+def start(small_queue: KernelLimit, daemon: DaemonProcess) -> DaemonProcess:
+    """Start `daemon` with the small queue, then put the system's limit back at once (it
+    applies to every inotify instance made meanwhile, other programs' too)."""
+    return small_queue.lowered(SMALL_QUEUE, daemon.start)
 
 
 @pytest.fixture
@@ -90,9 +66,9 @@ def burst(agent: Agent, saves: int) -> list[str]:
 
 
 def test_a_burst_that_overflows_the_queue_is_recovered(
-    small_queue: SmallQueue, agent: Agent, daemons: DaemonFactory
+    small_queue: KernelLimit, agent: Agent, daemons: DaemonFactory
 ) -> None:
-    daemon = small_queue.start(daemons())
+    daemon = start(small_queue, daemons())
     with daemon.client(timeout=120) as client:
         before = client.status()
         started = time.monotonic()
@@ -119,12 +95,12 @@ def test_a_burst_that_overflows_the_queue_is_recovered(
 
 
 def test_sync_waits_for_the_rescan_of_a_folder_that_lost_events(
-    small_queue: SmallQueue, agent: Agent, daemons: DaemonFactory
+    small_queue: KernelLimit, agent: Agent, daemons: DaemonFactory
 ) -> None:
     # Rounds of: saves until the queue overflows again, then `sync` at once. After the first
     # overflow the backoff puts each rescan up to seconds away; `sync` must neither return
     # before that rescan (it would answer from an index that misses saves) nor time out.
-    daemon = small_queue.start(daemons())
+    daemon = start(small_queue, daemons())
     with daemon.client(timeout=60) as client:
         burst(agent, 1000)
         for round_ in range(5):

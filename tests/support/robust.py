@@ -1,20 +1,22 @@
 """Shared pieces of the robustness suite (tests/robust/): an agent that saves with
 explicit, never-repeating mtimes and `updated_at` instants, a check of every answer against the
-cold-scan reference, a daemon config file, and a daemon that file permissions apply to even
-when the tests run as root.
+cold-scan reference, a daemon config file, a daemon that file permissions apply to even
+when the tests run as root, and a kernel limit lowered for real.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime as dt
 import os
 import random
 import resource
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import pytest
 from sessionctl import Client, DaemonError
 
 from tests.support import reference
@@ -212,6 +214,47 @@ def admitted_client(daemon: DaemonProcess) -> Client | None:
         client.close()
         return None
     return client
+
+
+Result = TypeVar("Result")
+
+
+class KernelLimit:
+    """A /proc/sys setting of the whole system, lowered only for a moment and always put back
+    (meanwhile it applies to every program, not only to the daemon)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        with open(path) as fh:
+            self.old = fh.read().strip()
+
+    def restore(self) -> None:
+        with open(self.path, "w") as fh:
+            fh.write(self.old)
+
+    def lowered(self, value: int, action: Callable[[], Result]) -> Result:
+        """Run `action` with the setting at `value`, then give the old one back."""
+        with open(self.path, "w") as fh:
+            fh.write(str(value))
+        try:
+            return action()
+        finally:
+            self.restore()
+
+
+@contextlib.contextmanager
+def kernel_limit(path: str, without: str) -> Iterator[KernelLimit]:
+    """A fixture's body: the limit at `path`, put back at the end; skips the test, saying
+    `without` what, when it cannot be written (not root, or a read-only /proc)."""
+    try:
+        limit = KernelLimit(path)
+        limit.restore()  # writable?
+    except OSError as exc:
+        pytest.skip(f"{path} is not writable here ({exc.strerror}): {without}")
+    try:
+        yield limit
+    finally:
+        limit.restore()
 
 
 def modes_apply_to_daemon(daemon: DaemonProcess) -> bool:
