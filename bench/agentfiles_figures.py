@@ -4,7 +4,7 @@ stale index.
 
 Run: .venv/bin/python -m bench.agentfiles_figures   (about a minute)
 
-The writer runs on a real index fed by a real indexer (support.agentfiles_harness). Times are
+The writer runs on a real index fed by a real indexer (tests.support.agentfiles_harness). Times are
 taken by polling the files against the agent's rules every 2 ms: nothing signals "the file is
 now true" to an outside observer, so polling with a deadline is the measurement.
 """

@@ -1,5 +1,5 @@
 """Scenes for the agent-files tests: folders, agents saving the agent's way, and checks that
-both files are true (the oracles are in support.agentfiles_harness)."""
+both files are true (the oracles are in tests.support.agentfiles_harness)."""
 
 from __future__ import annotations
 

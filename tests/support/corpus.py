@@ -35,7 +35,7 @@ WINDOWS = (None, 0, 1, 3, 10**6)
 
 
 def agent_env(base: str) -> dict[str, str]:
-    """The per-user variables the agent and the daemon share (see support.daemon)."""
+    """The per-user variables the agent and the daemon share (see tests.support.daemon)."""
     env = private_env(base, runtime_dir="/nonexistent")
     return {k: env[k] for k in ("HOME", "XDG_DATA_HOME")}
 

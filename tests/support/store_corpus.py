@@ -1,5 +1,6 @@
 """A corpus of both storage generations: a pure-database folder, a pure-file folder and a mixed
-one, built with the agent's own ways of writing (support.agent_store, support.agent_sim).
+one, built with the agent's own ways of writing (tests.support.agent_store and
+tests.support.agent_sim).
 
 It holds what the answers must get right (docs/storage.md): ties on `updated_at` (between two
 rows, and between a row and a file), a body of 64 KiB or more stored as a blob, tool uses, an

@@ -1,10 +1,10 @@
 """The reference answers for folders of both storage generations (docs/storage.md).
 
-Database rows are rebuilt by support.agent_store.rows_as_sessions (plain SQL of its own) and
+Database rows are rebuilt by tests.support.agent_store.rows_as_sessions (plain SQL of its own) and
 take the slot of their locator `<folder>/<id>.json`; a legacy file whose id has a row in the
 same folder does not count; a locator is no session. Where a folder with a database is
 involved, `resume` picks the newest `updated_at` (ties: the row, then the greater id); else
-the file rule of support.reference.
+the file rule of tests.support.reference.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The agent's `.workspace_index.json` and `.listing_cache.json` kept true (README, "The agent's
 own index files"), with the writer on a real index fed by a real indexer watching real folders
-(support.agentfiles_harness): the acceptance checks. The edges (settings off, failures, own
+(tests.support.agentfiles_harness): the acceptance checks. The edges (settings off, failures, own
 writes) are in test_edges.py beside it.
 
 Synchronisation is by the indexer's `sync` barrier followed by the writer's idle wait: no

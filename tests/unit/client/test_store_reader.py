@@ -1,5 +1,5 @@
 """The shared reader of the agent's SQLite store (sessionctl.store) on real database files
-written by support.agent_store: names, locators, records, blobs, windows, summaries."""
+written by tests.support.agent_store: names, locators, records, blobs, windows, summaries."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The pure logic of sessiond.systemd: reading the socket activation variables, the text of a
 notification, the watchdog interval, and the heartbeat's pings against a real datagram socket.
-(tests/test_service_activation.py runs all of it under systemd-socket-activate.)"""
+(tests/e2e/service/test_activation.py runs all of it under systemd-socket-activate.)"""
 
 from __future__ import annotations
 
