@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -240,12 +239,3 @@ def new_turns(count: int, seed: int = 0) -> dict[str, Any]:
     for _ in range(count):
         add_turn(session, rng)
     return session
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll `condition` until it holds; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)

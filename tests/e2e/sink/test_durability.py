@@ -15,7 +15,8 @@ import pytest
 from sessiond.sink.reports import FlushResult
 from sessiond.sink.uploader import HistorySink
 
-from tests.support.s3server import LogLines, S3Server, Sessions, new_turns, sink_config, wait_for
+from tests.support.daemon import wait_for
+from tests.support.s3server import LogLines, S3Server, Sessions, new_turns, sink_config
 
 
 def key(session_id: str) -> str:
@@ -52,7 +53,8 @@ def test_an_outage_loses_nothing(
             sessions.save(session)
             sink.notify(session["id"])
             ids.append(session["id"])
-        wait_for(lambda: sink.status().failed >= 5)  # each tried and failed at least once
+        # each tried and failed at least once
+        wait_for(lambda: sink.status().failed >= 5, 30, "five failed attempts")
         status = sink.status()
         assert status.pending + status.in_flight == 5 and status.uploaded == 0
         assert status.last_error is not None
@@ -181,7 +183,7 @@ def test_stop_tries_what_is_pending_within_its_deadline(
     assert sink.status().pending == 1
     sink.stop(10)  # the debounce is 30 s: stop does not wait for it
     assert s3_server.get(s3_bucket, key(session["id"])) == sessions.expected(session["id"])
-    wait_for(lambda: sink.status().in_flight == 0, timeout=1)
+    wait_for(lambda: sink.status().in_flight == 0, 1, "no upload in flight")
 
 
 def test_stop_with_the_store_down_is_quick_and_leaves_the_rest_for_the_next_start(

@@ -20,8 +20,9 @@ from sessiond.sink.reports import FlushResult
 from sessiond.sink.uploader import HistorySink
 
 from tests.support.agent_sim import big_session, new_session
+from tests.support.daemon import wait_for
 from tests.support.paths import DATA
-from tests.support.s3server import S3Server, Sessions, new_turns, sink_config, wait_for
+from tests.support.s3server import S3Server, Sessions, new_turns, sink_config
 
 SAMPLES = DATA
 SAMPLE_ID = "b7e1d2c3-4a5b-4c6d-8e7f-9012a3b4c5d6"
@@ -137,7 +138,7 @@ def test_a_burst_of_saves_becomes_few_uploads_of_the_last_state(
         return status.pending == 0 and status.in_flight == 0
 
     burst(50)  # left to the debounce: the object catches up on its own
-    wait_for(lambda: idle() and current())
+    wait_for(lambda: idle() and current(), 30, "the sink idle and the object current")
     after_first = sink.status().uploaded
     assert 1 <= after_first <= 3, after_first
     burst(50)  # and with a flush straight after
