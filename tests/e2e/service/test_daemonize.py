@@ -9,12 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
+from tests.support.daemon import wait_for
 from tests.support.notify import short_tmp_dir
 
 
@@ -84,18 +84,17 @@ def ping(path: str) -> dict[str, object]:
         return json.loads(client.makefile("rb").readline())
 
 
+def ended(pid: int) -> bool:
+    """Whether a process that is not our child (the daemon was reparented) has ended."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def wait_gone(pid: int, timeout: float = 10.0) -> None:
-    """Wait for a process that is not our child (the daemon was reparented) to end."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                    return
-        except OSError:
-            return
-        time.sleep(0.02)  # polling another process's state with a deadline
-    raise AssertionError(f"pid {pid} still alive after {timeout}s")
+    wait_for(lambda: ended(pid), timeout, f"pid {pid} to end")
 
 
 def test_start_detaches_a_proper_daemon_and_stop_ends_it(setup: Setup) -> None:
