@@ -27,7 +27,7 @@ from sessionctl import Client
 
 from bench import corpus as corpus_mod
 from bench.common import log
-from bench.daemon import start_daemon
+from bench.daemon import READY_DEADLINE_S, start_daemon
 from bench.harness import summary
 from tests.support.agent_sim import AgentSim, compact, make_workspace, new_session
 
@@ -163,8 +163,11 @@ def run(corpus: corpus_mod.Corpus, args: argparse.Namespace, work: str) -> dict[
     t0 = time.perf_counter()
     daemon = start_daemon(work, "restart", env, state, [live_dir], discover=True)
     try:
+        deadline = time.monotonic() + READY_DEADLINE_S
         while search_status(daemon.socket)["building"]:
-            time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"search still building {READY_DEADLINE_S:.0f} s after restart")
+            time.sleep(0.05)  # polling the daemon's status, with a deadline
         status = search_status(daemon.socket)
         out["restart"] = {
             "search_ready_s": round(time.perf_counter() - t0, 2),
