@@ -18,7 +18,14 @@ from sessionctl.agent import canonicalize
 from sessionctl.client import DaemonUnreachable
 
 from bench.daemon import Daemon, start_daemon
-from tests.support.agent_sim import AgentSim, add_turn, compact, make_workspace, new_session
+from tests.support.agent_sim import (
+    AgentSim,
+    add_turn,
+    compact,
+    expected_history,
+    make_workspace,
+    new_session,
+)
 
 BUCKET = "sessiond-bench"
 PREFIX = "history/"
@@ -53,7 +60,7 @@ class Tracked:
         return self.body_bytes
 
     def expected_body(self) -> bytes:
-        return b"".join(compact(m) + b"\n" for m in self.session["messages"])
+        return expected_history(self.session)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,12 @@ def compact(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def expected_history(session: dict[str, Any]) -> bytes:
+    """The history object of `session` (docs/agent-files.md, "The history object"): each
+    message compact, one per line. Written apart from sessiond.sink.history, to check it."""
+    return b"".join(compact(message) + b"\n" for message in session["messages"])
+
+
 def new_session(
     directory: str | None,
     *,

@@ -27,7 +27,7 @@ from botocore.config import Config
 from sessiond.logs import JsonFormatter
 from sessiond.sink.config import SinkConfig
 
-from tests.support.agent_sim import AgentSim, add_turn, compact, new_session
+from tests.support.agent_sim import AgentSim, add_turn, expected_history, new_session
 
 ACCESS_KEY = "moto-test-access"
 SECRET_KEY = "moto-test-secret-do-not-log"
@@ -229,8 +229,7 @@ class Sessions:
             self.paths[session_id] = path
 
     def expected(self, session_id: str) -> bytes:
-        messages = self.docs[session_id]["messages"]
-        return b"".join(compact(message) + b"\n" for message in messages)
+        return expected_history(self.docs[session_id])
 
 
 def new_turns(count: int, seed: int = 0) -> dict[str, Any]:

@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.agent_sim import BIG_TEXT, AgentSim, big_session, compact, new_session
+from tests.support.agent_sim import (
+    BIG_TEXT,
+    AgentSim,
+    big_session,
+    compact,
+    expected_history,
+    new_session,
+)
 from tests.support.daemon import DaemonFactory, DaemonProcess, wait_for
 from tests.support.s3proxy import RecordingProxy
 from tests.support.s3server import S3Server
@@ -70,10 +77,6 @@ def append(session: dict[str, Any], number: int) -> int:
     message = {"role": "user", "content": [{"type": "text", "text": f"message {number} ✓"}]}
     session["messages"].append(message)
     return len(compact(message)) + 1
-
-
-def expected(session: dict[str, Any]) -> bytes:
-    return b"".join(compact(m) + b"\n" for m in session["messages"])
 
 
 def write_config(base: str) -> None:
@@ -150,7 +153,7 @@ def test_fifty_appends_to_a_20_mib_history_send_only_their_bytes(
     session = big_session(ws.dir, 20)
     ws.save(session)
     settled(daemon)
-    assert store.get(session["id"]) == expected(session)
+    assert store.get(session["id"]) == expected_history(session)
     first = uploads(daemon)
     assert (first["whole_uploads"], first["delta_uploads"]) == (1, 0)
 
@@ -159,7 +162,7 @@ def test_fifty_appends_to_a_20_mib_history_send_only_their_bytes(
         appended += append(session, number)
         ws.save(session)
         settled(daemon)
-        assert store.get(session["id"]) == expected(session), f"after append {number}"
+        assert store.get(session["id"]) == expected_history(session), f"after append {number}"
     on_wire = proxy.sent - sent_before
 
     assert on_wire <= appended + 50 * DELTA_OVERHEAD, (on_wire, appended)
@@ -183,7 +186,7 @@ def test_an_edited_message_is_uploaded_whole(
     ws.save(session)
     settled(daemon)
 
-    assert store.get(session["id"]) == expected(session)
+    assert store.get(session["id"]) == expected_history(session)
     status = uploads(daemon)
     assert (status["whole_uploads"], status["delta_uploads"]) == (2, 1)
     assert status["delta_fallbacks"] == 0  # no delta was even tried: the prefix differs
@@ -204,7 +207,7 @@ def test_an_object_replaced_by_another_writer_is_uploaded_whole(
     ws.save(session)
     settled(daemon)
 
-    assert store.get(session["id"]) == expected(session)
+    assert store.get(session["id"]) == expected_history(session)
     status = uploads(daemon)
     assert (status["whole_uploads"], status["delta_uploads"], status["delta_fallbacks"]) == (
         2,
@@ -231,7 +234,7 @@ def test_a_replacement_between_the_check_and_the_copy_is_caught(
     release(daemon)
     settled(daemon)
 
-    assert store.get(session["id"]) == expected(session)
+    assert store.get(session["id"]) == expected_history(session)
     (fallback,) = daemon.events_named("delta_fallback")
     assert "copied other bytes" in fallback["reason"] or "PreconditionFailed" in fallback["reason"]
     assert [e["delta"] for e in done_events(daemon)] == [False, False]
@@ -255,7 +258,7 @@ def test_an_outage_between_two_parts_leaves_no_upload_open(
     proxy.start()
     settled(daemon)
 
-    assert store.get(session["id"]) == expected(session)
+    assert store.get(session["id"]) == expected_history(session)
     assert store.open_uploads() == []
     status = uploads(daemon)
     assert (status["whole_uploads"], status["delta_uploads"]) == (1, 1)  # retried as a delta
@@ -277,7 +280,7 @@ def test_a_crash_between_two_parts_leaves_no_upload_open(
     second = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
     settled(second)
 
-    assert store.get(session["id"]) == expected(session)
+    assert store.get(session["id"]) == expected_history(session)
     assert store.open_uploads() == []
     assert second.events_named("upload_aborted")
     assert uploads(second)["delta_uploads"] == 1  # the ledger still knew the old object
@@ -298,12 +301,12 @@ def test_a_history_crossing_5_mib_goes_delta_from_then_on(
     session["messages"].append({"role": "user", "content": [{"type": "text", "text": BIG_TEXT}]})
     ws.save(session)  # now over 5 MiB, uploaded whole: the object it extends was smaller
     settled(daemon)
-    assert len(expected(session)) > 5 * MIB
+    assert len(expected_history(session)) > 5 * MIB
     append(session, 2)
     ws.save(session)
     settled(daemon)
 
-    assert store.get(session["id"]) == expected(session)
+    assert store.get(session["id"]) == expected_history(session)
     assert [e["delta"] for e in done_events(daemon)] == [False, False, False, True]
     assert store.open_uploads() == []
 
@@ -323,14 +326,14 @@ def test_objects_replaced_while_the_daemon_was_down_are_uploaded_again(
     settled(first)
     assert first.stop() == 0
     store.put(sessions[0]["id"], b"the agent's own upload, different\n")  # other bytes
-    store.put(sessions[1]["id"], expected(sessions[1]).upper())  # same size, other bytes
+    store.put(sessions[1]["id"], expected_history(sessions[1]).upper())  # same size, other bytes
     store.client.delete_object(Bucket=s3_bucket, Key=store.key(sessions[2]["id"]))
 
     second = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
     settled(second)  # the very first flush already covers the check
 
     for session in sessions:
-        assert store.get(session["id"]) == expected(session)
+        assert store.get(session["id"]) == expected_history(session)
     status = uploads(second)
     assert (status["replaced"], status["uploaded"], status["unverified"]) == (3, 3, 0)
     replaced = {e["session_id"] for e in second.events_named("object_replaced")}
@@ -358,5 +361,5 @@ def test_a_store_down_at_start_is_not_reported_as_all_uploaded(
     proxy.start()  # the check is tried again after a backoff, and finds the replacement
     wait_for(lambda: uploads(second)["replaced"] == 1, 60, "the replacement was found")
     settled(second)
-    assert store.get(session["id"]) == expected(session)
+    assert store.get(session["id"]) == expected_history(session)
     assert uploads(second)["unverified"] == 0

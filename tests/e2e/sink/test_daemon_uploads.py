@@ -9,7 +9,7 @@ import random
 import uuid
 from typing import Any
 
-from tests.support.agent_sim import AgentSim, add_turn, compact, new_session
+from tests.support.agent_sim import AgentSim, add_turn, expected_history, new_session
 from tests.support.daemon import DaemonFactory, DaemonProcess
 from tests.support.s3server import S3Server
 
@@ -24,10 +24,6 @@ def _env(server: S3Server, bucket: str, **overrides: str) -> dict[str, str]:
     }
     env.update(overrides)
     return env
-
-
-def _expected(session: dict[str, Any]) -> bytes:
-    return b"".join(compact(m) + b"\n" for m in session["messages"])
 
 
 def _object(server: S3Server, bucket: str, session_id: str) -> bytes:
@@ -70,7 +66,7 @@ def test_saves_become_objects_byte_for_byte(
     result = client.flush(timeout=30)
     assert result["failed"] == 0
     for session in sessions:
-        assert _object(s3_server, s3_bucket, session["id"]) == _expected(session)
+        assert _object(s3_server, s3_bucket, session["id"]) == expected_history(session)
     assert _object(s3_server, s3_bucket, sessions[1]["id"]) == b""
     uploaded = set()
     for event in events:
@@ -96,7 +92,7 @@ def test_a_burst_of_saves_is_coalesced(
         add_turn(session, rng, 40)
         ws.save(session)
     client.flush(timeout=30)
-    assert _object(s3_server, s3_bucket, session["id"]) == _expected(session)
+    assert _object(s3_server, s3_bucket, session["id"]) == expected_history(session)
     uploads = client.status()["uploads"]["uploaded"]
     assert 1 <= uploads <= 10, uploads
 
@@ -114,7 +110,7 @@ def test_nothing_is_lost_to_a_crash_and_nothing_resent_after_a_clean_restart(
     second = _daemon(daemons, ws, env).start()
     assert second.client().flush(timeout=30)["failed"] == 0
     for session in sessions:
-        assert _object(s3_server, s3_bucket, session["id"]) == _expected(session)
+        assert _object(s3_server, s3_bucket, session["id"]) == expected_history(session)
     assert second.stop() == 0
     third = _daemon(daemons, ws, env).start()
     client = third.client()
@@ -142,7 +138,7 @@ def test_an_outage_delays_uploads_but_loses_none(
     fresh_s3_server.start()  # the server comes back with the bucket, empty
     assert client.flush(timeout=60)["failed"] == 0
     for session in sessions:
-        assert _object(fresh_s3_server, bucket, session["id"]) == _expected(session)
+        assert _object(fresh_s3_server, bucket, session["id"]) == expected_history(session)
 
 
 def test_wrong_credentials_are_reported_and_the_daemon_keeps_serving(

@@ -13,7 +13,7 @@ from typing import Any
 
 from sessionctl import Client
 
-from tests.support.agent_sim import AgentSim, add_turn, compact, new_session
+from tests.support.agent_sim import AgentSim, add_turn, expected_history, new_session
 from tests.support.agent_store import AgentStore
 from tests.support.daemon import DaemonFactory, DaemonProcess, wait_for
 from tests.support.s3server import S3Server
@@ -229,7 +229,7 @@ def test_the_history_of_a_database_session_is_the_legacy_bytes(
     with daemon.client() as client:
         assert client.flush(timeout=60)["failed"] == 0
         for session in (as_file, as_row, migrated):
-            legacy_bytes = b"".join(compact(m) + b"\n" for m in session["messages"])
+            legacy_bytes = expected_history(session)
             body = s3_server.get(s3_bucket, f"hist/{session['id']}/history.jsonl")
             assert body == legacy_bytes, session["id"]
         add_turn(as_row, folder.rng, 50)
@@ -237,7 +237,7 @@ def test_the_history_of_a_database_session_is_the_legacy_bytes(
         wait_for(
             lambda: (
                 s3_server.get(s3_bucket, f"hist/{as_row['id']}/history.jsonl")
-                == b"".join(compact(m) + b"\n" for m in as_row["messages"])
+                == expected_history(as_row)
             ),
             60,
             "the commit's upload",

@@ -20,7 +20,7 @@ from sessiond.sink.ledger import Ledger, LedgerEntry
 from sessiond.sink.reports import FlushResult, SinkState, SinkStatus, UploadDone, UploadFailed
 from sessiond.sink.schedule import Counts, Due, Result, Schedule
 
-from tests.support.agent_sim import AgentSim, add_turn, compact, new_session
+from tests.support.agent_sim import AgentSim, add_turn, expected_history, new_session
 from tests.support.paths import DATA
 
 SAMPLES = DATA
@@ -31,10 +31,6 @@ ENV = {
     "CODETETHER_HISTORY_S3_ACCESS_KEY": "minioadmin",
     "CODETETHER_HISTORY_S3_SECRET_KEY": SECRET,
 }
-
-
-def expected_body(session: dict) -> bytes:
-    return b"".join(compact(message) + b"\n" for message in session["messages"])
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -113,7 +109,7 @@ def test_body_slices_compact_and_reencodes_pretty(tmp_path: Path) -> None:
     pretty_path = sim.import_codex(str(tmp_path / "b"), session)
     assert b"\n" in Path(pretty_path).read_bytes()
     sliced, pretty = read_history(compact_path), read_history(pretty_path)
-    assert sliced.body == pretty.body == expected_body(session)
+    assert sliced.body == pretty.body == expected_history(session)
     assert (sliced.reencoded, pretty.reencoded) == (False, True)
     assert sliced.fingerprint == pretty.fingerprint
 
