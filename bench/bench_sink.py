@@ -485,13 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = private_env(
             os.path.join(work, "env"),
             runtime,
-            {
-                "CODETETHER_HISTORY_S3_ENDPOINT": server.endpoint,
-                "CODETETHER_HISTORY_S3_BUCKET": BUCKET,
-                "CODETETHER_HISTORY_S3_ACCESS_KEY": server.access_key,
-                "CODETETHER_HISTORY_S3_SECRET_KEY": server.secret_key,
-                "CODETETHER_HISTORY_S3_PREFIX": PREFIX,
-            },
+            server.history_env(BUCKET, PREFIX),
         )
         daemon = sink_daemon(work, env, os.path.join(runtime, "sessiond.sock"), writer.sessions_dir)
         log(f"sessiond ready in {daemon.ready_s:.2f} s; moto at {server.endpoint}")

@@ -56,13 +56,7 @@ class Side:
         env = private_env(
             os.path.join(folder, "env"),
             runtime,
-            {
-                "CODETETHER_HISTORY_S3_ENDPOINT": self.proxy.endpoint,
-                "CODETETHER_HISTORY_S3_BUCKET": self.bucket,
-                "CODETETHER_HISTORY_S3_ACCESS_KEY": server.access_key,
-                "CODETETHER_HISTORY_S3_SECRET_KEY": server.secret_key,
-                "CODETETHER_HISTORY_S3_PREFIX": PREFIX,
-            },
+            server.history_env(self.bucket, PREFIX, endpoint=self.proxy.endpoint),
         )
         config_dir = os.path.join(env["XDG_CONFIG_HOME"], "sessiond")
         os.makedirs(config_dir, exist_ok=True)

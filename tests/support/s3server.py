@@ -125,6 +125,19 @@ class S3Server:
     def head(self, bucket: str, key: str) -> dict[str, Any]:
         return dict(self.client().head_object(Bucket=bucket, Key=key))
 
+    def history_env(
+        self, bucket: str, prefix: str = "hist", endpoint: str | None = None
+    ) -> dict[str, str]:
+        """The agent's CODETETHER_HISTORY_S3_* variables: a daemon given them uploads to `bucket`
+        with this server's keys, here or at `endpoint` (a proxy in front of this server)."""
+        return {
+            "CODETETHER_HISTORY_S3_ENDPOINT": endpoint or self.endpoint,
+            "CODETETHER_HISTORY_S3_BUCKET": bucket,
+            "CODETETHER_HISTORY_S3_ACCESS_KEY": self.access_key,
+            "CODETETHER_HISTORY_S3_SECRET_KEY": self.secret_key,
+            "CODETETHER_HISTORY_S3_PREFIX": prefix,
+        }
+
     def enable_auth(self) -> tuple[str, str]:
         """Make the server check signatures; return a key pair it accepts for S3.
 

@@ -52,7 +52,14 @@ class Machine:
         return self.daemon
 
 
-def _machine(daemons: DaemonFactory, base: str, name: str, endpoint: str, bucket: str) -> Machine:
+def _machine(
+    daemons: DaemonFactory,
+    base: str,
+    name: str,
+    server: S3Server,
+    bucket: str,
+    endpoint: str | None = None,
+) -> Machine:
     home = os.path.join(base, name)
     workspace = os.path.join(home, "proj")
     sessions_dir = os.path.join(workspace, ".codetether-agent", "sessions")
@@ -63,14 +70,7 @@ def _machine(daemons: DaemonFactory, base: str, name: str, endpoint: str, bucket
         "[s3]\nmax_attempts = 2\nbackoff_base_s = 0.1\nbackoff_max_s = 1.0\n"
         "connect_timeout_s = 2.0\nmultipart_threshold = 5242880\nmultipart_chunksize = 5242880\n"
     )
-    env = {
-        "CODETETHER_HISTORY_S3_ENDPOINT": endpoint,
-        "CODETETHER_HISTORY_S3_BUCKET": bucket,
-        "CODETETHER_HISTORY_S3_ACCESS_KEY": "moto-test-access",
-        "CODETETHER_HISTORY_S3_SECRET_KEY": "moto-test-secret-do-not-log",
-        "CODETETHER_HISTORY_S3_PREFIX": PREFIX,
-        "SESSIOND_MACHINE_NAME": name,
-    }
+    env = {**server.history_env(bucket, PREFIX, endpoint), "SESSIOND_MACHINE_NAME": name}
     daemon = daemons(
         sessions_dirs=[sessions_dir], discover=False, env=env, name=name, env_base=home
     )
@@ -82,8 +82,8 @@ def _machine(daemons: DaemonFactory, base: str, name: str, endpoint: str, bucket
 def pair(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str
 ) -> Iterator[tuple[Machine, Machine]]:
-    laptop = _machine(daemons, base, "laptop", s3_server.endpoint, s3_bucket)
-    desk = _machine(daemons, base, "desk", s3_server.endpoint, s3_bucket)
+    laptop = _machine(daemons, base, "laptop", s3_server, s3_bucket)
+    desk = _machine(daemons, base, "desk", s3_server, s3_bucket)
     laptop.daemon.start()
     desk.daemon.start()
     yield laptop, desk
@@ -271,8 +271,8 @@ def test_a_bucket_that_is_down_at_restore_leaves_nothing(
     daemons: DaemonFactory, base: str, fresh_s3_server: S3Server
 ) -> None:
     fresh_s3_server.create_bucket("outage")
-    laptop = _machine(daemons, base, "laptop", fresh_s3_server.endpoint, "outage")
-    desk = _machine(daemons, base, "desk", fresh_s3_server.endpoint, "outage")
+    laptop = _machine(daemons, base, "laptop", fresh_s3_server, "outage")
+    desk = _machine(daemons, base, "desk", fresh_s3_server, "outage")
     laptop.daemon.start()
     desk.daemon.start()
     session = tool_session(laptop.workspace, 3, seed=5)
@@ -372,8 +372,8 @@ def test_one_appended_message_on_a_large_session_costs_its_bytes(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str
 ) -> None:
     with RecordingProxy(s3_server.port) as proxy:
-        laptop = _machine(daemons, base, "laptop", proxy.endpoint, s3_bucket)
-        desk = _machine(daemons, base, "desk", s3_server.endpoint, s3_bucket)
+        laptop = _machine(daemons, base, "laptop", s3_server, s3_bucket, proxy.endpoint)
+        desk = _machine(daemons, base, "desk", s3_server, s3_bucket)
         laptop.daemon.start()
         desk.daemon.start()
         session = big_session(laptop.workspace, 8, title="big")
@@ -480,8 +480,8 @@ def test_an_outage_in_the_middle_of_a_restore_leaves_nothing(
     daemons: DaemonFactory, base: str, fresh_s3_server: S3Server
 ) -> None:
     fresh_s3_server.create_bucket("mid")
-    laptop = _machine(daemons, base, "laptop", fresh_s3_server.endpoint, "mid")
-    desk = _machine(daemons, base, "desk", fresh_s3_server.endpoint, "mid")
+    laptop = _machine(daemons, base, "laptop", fresh_s3_server, "mid")
+    desk = _machine(daemons, base, "desk", fresh_s3_server, "mid")
     desk.daemon = daemons(
         sessions_dirs=[desk.sessions_dir],
         discover=False,

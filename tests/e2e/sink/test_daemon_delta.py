@@ -93,18 +93,13 @@ def daemon_for(
     daemons: DaemonFactory,
     base: str,
     ws: Workspace,
-    endpoint: str,
-    bucket: str,
+    store: Store,
+    proxy: RecordingProxy,
     faults: str = "",
 ) -> DaemonProcess:
+    """A daemon uploading to the store's bucket through the proxy."""
     write_config(base)
-    env = {
-        "CODETETHER_HISTORY_S3_ENDPOINT": endpoint,
-        "CODETETHER_HISTORY_S3_BUCKET": bucket,
-        "CODETETHER_HISTORY_S3_ACCESS_KEY": "moto-test-access",
-        "CODETETHER_HISTORY_S3_SECRET_KEY": "moto-test-secret-do-not-log",
-        "CODETETHER_HISTORY_S3_PREFIX": "hist",
-    }
+    env = store.server.history_env(store.bucket, endpoint=proxy.endpoint)
     if faults:
         env["SESSIOND_TEST_FAULTS"] = faults
     # One name: every daemon of a test shares the state folder (and the upload ledger).
@@ -149,7 +144,7 @@ def test_fifty_appends_to_a_20_mib_history_send_only_their_bytes(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str, proxy: RecordingProxy
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
-    daemon = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
+    daemon = daemon_for(daemons, base, ws, store, proxy).start()
     session = big_session(ws.dir, 20)
     ws.save(session)
     settled(daemon)
@@ -178,7 +173,7 @@ def test_an_edited_message_is_uploaded_whole(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str, proxy: RecordingProxy
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
-    daemon = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
+    daemon = daemon_for(daemons, base, ws, store, proxy).start()
     session = grown(daemon, ws)
     settled(daemon)
     session["messages"][3]["content"][0]["text"] = BIG_TEXT.replace("x", "y", 1)  # same size
@@ -198,7 +193,7 @@ def test_an_object_replaced_by_another_writer_is_uploaded_whole(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str, proxy: RecordingProxy
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
-    daemon = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
+    daemon = daemon_for(daemons, base, ws, store, proxy).start()
     session = big_session(ws.dir, 6)
     ws.save(session)
     settled(daemon)
@@ -225,9 +220,7 @@ def test_a_replacement_between_the_check_and_the_copy_is_caught(
     """The object changes after sessiond's HEAD: CopySourceIfMatch should refuse the copy; moto
     ignores the condition, so the copied part's ETag is what tells (either way: whole)."""
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
-    daemon = daemon_for(
-        daemons, base, ws, proxy.endpoint, s3_bucket, faults="sink_pause_after_head"
-    ).start()
+    daemon = daemon_for(daemons, base, ws, store, proxy, faults="sink_pause_after_head").start()
     session = grown(daemon, ws)
     wait_for(lambda: paused(daemon), 30, "the delta paused after its HEAD")
     store.put(session["id"], b"another writer's history\n" * 300_000)
@@ -245,9 +238,7 @@ def test_an_outage_between_two_parts_leaves_no_upload_open(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str, proxy: RecordingProxy
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
-    daemon = daemon_for(
-        daemons, base, ws, proxy.endpoint, s3_bucket, faults="sink_pause_after_copy"
-    ).start()
+    daemon = daemon_for(daemons, base, ws, store, proxy, faults="sink_pause_after_copy").start()
     session = grown(daemon, ws)
     wait_for(lambda: paused(daemon), 30, "the delta paused after its copy part")
     proxy.stop()  # the store goes away between the copied part and the new bytes
@@ -269,15 +260,13 @@ def test_a_crash_between_two_parts_leaves_no_upload_open(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str, proxy: RecordingProxy
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
-    first = daemon_for(
-        daemons, base, ws, proxy.endpoint, s3_bucket, faults="sink_pause_after_copy"
-    ).start()
+    first = daemon_for(daemons, base, ws, store, proxy, faults="sink_pause_after_copy").start()
     session = grown(first, ws)
     wait_for(lambda: paused(first), 30, "the delta paused after its copy part")
     first.kill()  # SIGKILL between the parts
     assert len(store.open_uploads()) == 1
 
-    second = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
+    second = daemon_for(daemons, base, ws, store, proxy).start()
     settled(second)
 
     assert store.get(session["id"]) == expected_history(session)
@@ -290,7 +279,7 @@ def test_a_history_crossing_5_mib_goes_delta_from_then_on(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str, proxy: RecordingProxy
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
-    daemon = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
+    daemon = daemon_for(daemons, base, ws, store, proxy).start()
     session = big_session(ws.dir, 4)
     ws.save(session)
     settled(daemon)
@@ -318,7 +307,7 @@ def test_objects_replaced_while_the_daemon_was_down_are_uploaded_again(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str, proxy: RecordingProxy
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
-    first = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
+    first = daemon_for(daemons, base, ws, store, proxy).start()
     sessions = [new_session(ws.dir) for _ in range(4)]
     for number, session in enumerate(sessions):
         append(session, number)
@@ -329,7 +318,7 @@ def test_objects_replaced_while_the_daemon_was_down_are_uploaded_again(
     store.put(sessions[1]["id"], expected_history(sessions[1]).upper())  # same size, other bytes
     store.client.delete_object(Bucket=s3_bucket, Key=store.key(sessions[2]["id"]))
 
-    second = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
+    second = daemon_for(daemons, base, ws, store, proxy).start()
     settled(second)  # the very first flush already covers the check
 
     for session in sessions:
@@ -344,7 +333,7 @@ def test_a_store_down_at_start_is_not_reported_as_all_uploaded(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str, proxy: RecordingProxy
 ) -> None:
     store, ws = Store(s3_server, s3_bucket), Workspace(base)
-    first = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
+    first = daemon_for(daemons, base, ws, store, proxy).start()
     session = new_session(ws.dir)
     append(session, 1)
     ws.save(session)
@@ -353,7 +342,7 @@ def test_a_store_down_at_start_is_not_reported_as_all_uploaded(
     store.put(session["id"], b"replaced\n")
     proxy.stop()
 
-    second = daemon_for(daemons, base, ws, proxy.endpoint, s3_bucket).start()
+    second = daemon_for(daemons, base, ws, store, proxy).start()
     result = second.client(timeout=60).flush(timeout=30)
     assert result["failed"] == 1  # could not check the object: not "all uploaded"
     assert uploads(second)["unverified"] == 1

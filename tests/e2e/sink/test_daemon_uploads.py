@@ -14,18 +14,6 @@ from tests.support.daemon import DaemonFactory, DaemonProcess
 from tests.support.s3server import S3Server
 
 
-def _env(server: S3Server, bucket: str, **overrides: str) -> dict[str, str]:
-    env = {
-        "CODETETHER_HISTORY_S3_ENDPOINT": server.endpoint,
-        "CODETETHER_HISTORY_S3_BUCKET": bucket,
-        "CODETETHER_HISTORY_S3_ACCESS_KEY": server.access_key,
-        "CODETETHER_HISTORY_S3_SECRET_KEY": server.secret_key,
-        "CODETETHER_HISTORY_S3_PREFIX": "hist",
-    }
-    env.update(overrides)
-    return env
-
-
 def _object(server: S3Server, bucket: str, session_id: str) -> bytes:
     return server.get(bucket, f"hist/{session_id}/history.jsonl")
 
@@ -56,7 +44,7 @@ def test_saves_become_objects_byte_for_byte(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str
 ) -> None:
     ws = Workspace(base)
-    daemon = _daemon(daemons, ws, _env(s3_server, s3_bucket)).start()
+    daemon = _daemon(daemons, ws, s3_server.history_env(s3_bucket)).start()
     client = daemon.client()
     events = daemon.client().watch()
     sessions = [ws.session(3, 1), ws.session(0, 2)]
@@ -84,7 +72,7 @@ def test_a_burst_of_saves_is_coalesced(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str
 ) -> None:
     ws = Workspace(base)
-    daemon = _daemon(daemons, ws, _env(s3_server, s3_bucket)).start()
+    daemon = _daemon(daemons, ws, s3_server.history_env(s3_bucket)).start()
     client = daemon.client()
     session = ws.session(1, 3)
     rng = random.Random(4)
@@ -101,7 +89,7 @@ def test_nothing_is_lost_to_a_crash_and_nothing_resent_after_a_clean_restart(
     daemons: DaemonFactory, base: str, s3_server: S3Server, s3_bucket: str
 ) -> None:
     ws = Workspace(base)
-    env = _env(s3_server, s3_bucket)
+    env = s3_server.history_env(s3_bucket)
     first = _daemon(daemons, ws, env).start()
     sessions = [ws.session(2, seed) for seed in range(5)]
     for session in sessions:
@@ -124,7 +112,7 @@ def test_an_outage_delays_uploads_but_loses_none(
     bucket = f"hist-{uuid.uuid4().hex[:12]}"
     fresh_s3_server.create_bucket(bucket)
     ws = Workspace(base)
-    daemon = _daemon(daemons, ws, _env(fresh_s3_server, bucket))
+    daemon = _daemon(daemons, ws, fresh_s3_server.history_env(bucket))
     # The restarted server answers a moment before its bucket is re-created: a retry landing
     # then fails with "no such bucket" (error level) and is retried.
     daemon.allowed_errors |= {"upload_failed"}
@@ -146,9 +134,10 @@ def test_wrong_credentials_are_reported_and_the_daemon_keeps_serving(
 ) -> None:
     ws = Workspace(base)
     secret = "not-the-secret-" + uuid.uuid4().hex
-    env = _env(
-        s3_server, "no-such-bucket-" + uuid.uuid4().hex[:8], CODETETHER_HISTORY_S3_SECRET_KEY=secret
-    )
+    env = {
+        **s3_server.history_env("no-such-bucket-" + uuid.uuid4().hex[:8]),
+        "CODETETHER_HISTORY_S3_SECRET_KEY": secret,
+    }
     daemon = _daemon(daemons, ws, env)
     daemon.allowed_errors |= {"upload_failed"}
     daemon.start()

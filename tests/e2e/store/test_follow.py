@@ -218,14 +218,7 @@ def test_the_history_of_a_database_session_is_the_legacy_bytes(
     folder.sim.save(folder.path, migrated)
     folder.store.save(as_row)
     folder.store.migrate(migrated["id"])
-    env = {
-        "CODETETHER_HISTORY_S3_ENDPOINT": s3_server.endpoint,
-        "CODETETHER_HISTORY_S3_BUCKET": s3_bucket,
-        "CODETETHER_HISTORY_S3_ACCESS_KEY": s3_server.access_key,
-        "CODETETHER_HISTORY_S3_SECRET_KEY": s3_server.secret_key,
-        "CODETETHER_HISTORY_S3_PREFIX": "hist",
-    }
-    daemon = folder.daemon(daemons, env=env).start()
+    daemon = folder.daemon(daemons, env=s3_server.history_env(s3_bucket)).start()
     with daemon.client() as client:
         assert client.flush(timeout=60)["failed"] == 0
         for session in (as_file, as_row, migrated):
